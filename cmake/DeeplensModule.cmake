@@ -1,0 +1,24 @@
+# deeplens_module(NAME SRCS <files...> DEPS <targets...>)
+# One static library per module under src/, named deeplens_<NAME>. Our own code gets
+# -Wall -Wextra -Werror; third-party headers come in through imported targets (SYSTEM includes).
+function(deeplens_module NAME)
+  cmake_parse_arguments(ARG "" "" "SRCS;DEPS" ${ARGN})
+  add_library(deeplens_${NAME} STATIC ${ARG_SRCS})
+  target_include_directories(deeplens_${NAME} PUBLIC ${PROJECT_SOURCE_DIR}/src)
+  target_compile_options(deeplens_${NAME} PRIVATE -Wall -Wextra -Werror)
+  target_link_libraries(deeplens_${NAME} PUBLIC ${ARG_DEPS})
+endfunction()
+
+# deeplens_test(NAME LABEL <unit|integration|e2e> SRCS <files...> DEPS <targets...>)
+# A GoogleTest executable whose tests ctest discovers and labels by tier.
+function(deeplens_test NAME)
+  cmake_parse_arguments(ARG "" "LABEL" "SRCS;DEPS" ${ARGN})
+  add_executable(${NAME} ${ARG_SRCS})
+  target_compile_options(${NAME} PRIVATE -Wall -Wextra -Werror)
+  target_compile_definitions(${NAME} PRIVATE
+    DEEPLENS_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
+    DEEPLENS_BINARY="$<TARGET_FILE:deeplens>")
+  target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  add_dependencies(${NAME} deeplens)
+  gtest_discover_tests(${NAME} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 60)
+endfunction()

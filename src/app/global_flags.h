@@ -1,0 +1,19 @@
+// Flags every subcommand shares: the config file and --set overrides (highest precedence).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/config.h"
+
+namespace deeplens::app {
+
+struct GlobalFlags {
+  std::string config_file;             // --config PATH (or DEEPLENS_CONFIG)
+  std::vector<std::string> overrides;  // --set key=value, repeatable
+};
+
+// Loads the configuration: defaults < file < DEEPLENS_* env < --set.
+Result<Config> load_config(const GlobalFlags& flags);
+
+}  // namespace deeplens::app

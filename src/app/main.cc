@@ -1,0 +1,36 @@
+// The deeplens binary: one executable, many subcommands (ARCHITECTURE.md).
+#include <CLI/CLI.hpp>
+#include <cstdlib>
+#include <iostream>
+
+#include "app/commands.h"
+#include "app/global_flags.h"
+#include "app/settings.h"
+
+#ifndef DEEPLENS_VERSION
+#define DEEPLENS_VERSION "0.0.0"
+#endif
+
+
+int main(int argc, char** argv) {
+  using namespace deeplens::app;
+  CLI::App root{"DeepLens: image ingestion and visual search on an asynchronous event pipeline."};
+  root.set_version_flag("--version", std::string("deeplens ") + DEEPLENS_VERSION);
+  root.require_subcommand(1);
+  root.footer("Configuration: defaults < --config FILE (TOML) < DEEPLENS_* environment < --set key=value.\n"
+              "Run `deeplens config` to see every key. Docs: README.md and ARCHITECTURE.md.");
+  GlobalFlags flags;
+  root.add_option("--config", flags.config_file, "TOML configuration file (or DEEPLENS_CONFIG)");
+  root.add_option("--set", flags.overrides, "Override a configuration key: --set key=value (repeatable)");
+
+  int exit_code = 0;
+  register_events_command(root, &exit_code);
+  register_config_command(root, flags, &exit_code);
+
+  try {
+    root.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return root.exit(e);
+  }
+  return exit_code;
+}

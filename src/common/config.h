@@ -1,0 +1,78 @@
+// Layered configuration: built-in defaults < TOML file < DEEPLENS_* environment < command-line
+// flags. Only declared keys exist; a value of the wrong type, or an unknown key in the file or
+// in a `--set key=value` flag, is an error that names the key and where it came from.
+//
+// Keys are dotted ("server.listen"); a key's environment variable is DEEPLENS_ + the key upper-cased
+// with '.' replaced by '_' ("DEEPLENS_SERVER_LISTEN"). Lists are TOML arrays of strings, or
+// comma-separated in the environment and in flags. Tables of arrays (e.g. [[models]]) are not
+// keys: they are read from the file as raw sections (see sections()).
+//
+// A loaded Config is immutable and safe to read from many threads.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+namespace deeplens {
+
+enum class ConfigType { kString, kInt, kBool, kDouble, kList };
+
+struct ConfigKeySpec {
+  std::string key;
+  ConfigType type;
+  std::string default_value;  // textual, parsed like an environment value
+  std::string help;
+};
+
+// One [[name]] entry of the file, flattened to key -> textual value (lists comma-joined).
+using ConfigSection = std::map<std::string, std::string>;
+
+struct ConfigSources {
+  std::optional<std::filesystem::path> file;      // TOML; absent = defaults only
+  std::map<std::string, std::string> environment;  // usually the process environment
+  std::vector<std::string> overrides;              // "key=value" from --set and friends
+  std::vector<std::string> section_names;          // array-of-tables names allowed in the file
+};
+
+class Config {
+ public:
+  static Result<Config> load(std::span<const ConfigKeySpec> keys, const ConfigSources& sources);
+
+  // The process environment as a map (only DEEPLENS_* variables).
+  static std::map<std::string, std::string> process_environment();
+
+  // Typed reads of a declared key. Reading an undeclared key is a programmer error (throws).
+  const std::string& str(const std::string& key) const;
+  int64_t integer(const std::string& key) const;
+  bool boolean(const std::string& key) const;
+  double number(const std::string& key) const;
+  std::vector<std::string> list(const std::string& key) const;
+
+  // Where the effective value came from: "default", "file <path>", "env DEEPLENS_X", "flag".
+  const std::string& origin(const std::string& key) const;
+
+  // The [[name]] array-of-tables entries of the file, in file order.
+  const std::vector<ConfigSection>& sections(const std::string& name) const;
+
+  static std::string env_name(const std::string& key);
+
+ private:
+  struct Value {
+    ConfigType type;
+    std::string text;
+    std::string origin;
+  };
+  const Value& at(const std::string& key) const;
+
+  std::map<std::string, Value> values_;
+  std::map<std::string, std::vector<ConfigSection>> sections_;
+};
+
+}  // namespace deeplens
