@@ -1,0 +1,67 @@
+// VectorIndex: the vectors of one collection (one tenant and one model), searchable by cosine
+// similarity. VectorStore: the set of collections, created on first use.
+//
+// Collections are named collection_name(tenant, model) = "tenant_<slug>_<model>_vectors" where the
+// slug keeps only [a-z0-9] of the tenant id ("acme-corp" -> "acmecorp", as in the spec).
+//
+// Durability contract: once upsert() or remove() returns OK the change survives a crash (kill -9)
+// of the process; on open, every acknowledged change is searchable again.
+// Thread-safety: all methods may be called concurrently; searches run in parallel with each other.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+
+namespace deeplens {
+
+struct SearchHit {
+  std::string id;  // the imageId
+  float score = 0;  // cosine similarity in [-1, 1], higher is closer
+};
+
+class VectorIndex {
+ public:
+  virtual ~VectorIndex() = default;
+  virtual const std::string& name() const = 0;
+  virtual size_t dimension() const = 0;
+  virtual size_t count() const = 0;
+
+  // Inserts or replaces the vector stored under id (idempotent). The vector is L2-normalised by
+  // the index. A vector of the wrong dimension, or with NaN/Inf, is kInvalidArgument.
+  virtual Status upsert(std::string_view id, std::span<const float> vector) = 0;
+  // Removes id; removing an absent id is OK (idempotent).
+  virtual Status remove(std::string_view id) = 0;
+  // The stored (normalised) vector of id, or kNotFound.
+  virtual Result<std::vector<float>> get(std::string_view id) const = 0;
+  // Up to k hits with score >= min_score, best first.
+  virtual Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k,
+                                                float min_score) const = 0;
+};
+
+struct CollectionStats {
+  std::string name;
+  size_t dimension = 0;
+  size_t count = 0;
+};
+
+class VectorStore {
+ public:
+  virtual ~VectorStore() = default;
+  // The collection, created with this dimension if it does not exist. An existing collection with
+  // another dimension is kFailedPrecondition.
+  virtual Result<VectorIndex*> open_collection(const std::string& name, size_t dimension) = 0;
+  // The collection if it exists, else nullptr.
+  virtual VectorIndex* find_collection(const std::string& name) = 0;
+  virtual std::vector<CollectionStats> stats() const = 0;
+  // Flushes snapshots so the next start replays less; called on clean shutdown.
+  virtual Status checkpoint() = 0;
+};
+
+std::string collection_name(std::string_view tenant_id, std::string_view model_name);
+
+}  // namespace deeplens
