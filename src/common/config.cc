@@ -67,8 +67,10 @@ std::optional<std::string> toml_to_text(const toml::node& node, ConfigType type,
     if (auto s = n.value<std::string>(); n.is_string() && s) return *s;
     if (n.is_integer()) return std::to_string(*n.value<int64_t>());
     if (n.is_floating_point()) {
-      std::string s = std::to_string(*n.value<double>());
-      return s;
+      char buf[64];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, *n.value<double>());  // shortest exact form
+      (void)ec;
+      return std::string(buf, end);
     }
     if (n.is_boolean()) return *n.value<bool>() ? "true" : "false";
     return std::nullopt;
@@ -79,14 +81,16 @@ std::optional<std::string> toml_to_text(const toml::node& node, ConfigType type,
       why = "expected an array of strings";
       return std::nullopt;
     }
+    // Arrays of strings or numbers ("mean = [127.5, 127.5, 127.5]") become comma-joined text.
     std::string out;
     for (const auto& item : *arr) {
-      if (!item.is_string()) {
-        why = "expected an array of strings";
+      auto text = item.is_array() || item.is_table() ? std::nullopt : scalar(item);
+      if (!text) {
+        why = "expected an array of strings or numbers";
         return std::nullopt;
       }
       if (!out.empty()) out += ',';
-      out += *item.value<std::string>();
+      out += *text;
     }
     return out;
   }

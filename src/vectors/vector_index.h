@@ -19,6 +19,12 @@
 
 namespace deeplens {
 
+// One element of a batch upsert; the views must stay valid for the duration of the call.
+struct VectorUpsert {
+  std::string_view id;
+  std::span<const float> vector;
+};
+
 struct SearchHit {
   std::string id;  // the imageId
   float score = 0;  // cosine similarity in [-1, 1], higher is closer
@@ -34,6 +40,11 @@ class VectorIndex {
   // Inserts or replaces the vector stored under id (idempotent). The vector is L2-normalised by
   // the index. A vector of the wrong dimension, or with NaN/Inf, is kInvalidArgument.
   virtual Status upsert(std::string_view id, std::span<const float> vector) = 0;
+  // upsert() of every element; a later duplicate id wins. Ids, dimensions and NaN/Inf are checked
+  // before anything is applied, so such a bad element rejects the whole batch (kInvalidArgument)
+  // and changes nothing. Implementations override it to share one log write and one fsync and to
+  // insert in parallel (HnswIndex: all-or-nothing); the default checks, then loops over upsert().
+  virtual Status upsert_batch(std::span<const VectorUpsert> batch);
   // Removes id; removing an absent id is OK (idempotent).
   virtual Status remove(std::string_view id) = 0;
   // The stored (normalised) vector of id, or kNotFound.
@@ -62,6 +73,10 @@ class VectorStore {
   virtual Status checkpoint() = 0;
 };
 
+// "tenant_<slug>_<model>_vectors": slug = tenant_id lower-cased keeping only [a-z0-9]
+// ("acme-corp" -> "acmecorp"); the model name is lower-cased with every character outside
+// [a-z0-9_] replaced by '_' ("MobileNet-v2.1" -> "mobilenet_v2_1"). Distinct tenants that differ
+// only in punctuation share a collection, as in the spec; callers validate tenant ids upstream.
 std::string collection_name(std::string_view tenant_id, std::string_view model_name);
 
 }  // namespace deeplens

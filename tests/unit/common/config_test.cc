@@ -103,7 +103,8 @@ TEST_F(ConfigTest, SyntaxErrorsNameTheFileAndLine) {
 
 TEST_F(ConfigTest, ArrayOfTablesSectionsAreReadRaw) {
   ConfigSources s;
-  s.file = write("[[models]]\nname = \"mobilenet_v2\"\ndimension = 1280\nmean = [\"1\"]\n"
+  s.file = write("[[models]]\nname = \"mobilenet_v2\"\ndimension = 1280\nmean = [127.5, 127.5, 127.5]\n"
+                 "scale = 0.00784313725490196\n"
                  "[[models]]\nname = \"resnet50\"\nnormalize = true\n");
   s.section_names = {"models"};
   auto c = Config::load(kKeys, s);
@@ -112,6 +113,8 @@ TEST_F(ConfigTest, ArrayOfTablesSectionsAreReadRaw) {
   ASSERT_EQ(models.size(), 2u);
   EXPECT_EQ(models[0].at("name"), "mobilenet_v2");
   EXPECT_EQ(models[0].at("dimension"), "1280");
+  EXPECT_EQ(models[0].at("mean"), "127.5,127.5,127.5");
+  EXPECT_EQ(models[0].at("scale"), "0.00784313725490196") << "floats keep every digit";
   EXPECT_EQ(models[1].at("normalize"), "true");
 }
 

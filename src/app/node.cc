@@ -1,0 +1,77 @@
+#include "app/node.h"
+
+#include "common/log.h"
+
+namespace deeplens::app {
+
+namespace {
+
+// Stands in for the vector store in processes that do not open it (operator CLI commands).
+class NoVectors final : public VectorStore {
+ public:
+  Result<VectorIndex*> open_collection(const std::string&, size_t) override {
+    return Error(ErrorCode::kFailedPrecondition, "this process does not open the vector store");
+  }
+  VectorIndex* find_collection(const std::string&) override { return nullptr; }
+  std::vector<CollectionStats> stats() const override { return {}; }
+  Status checkpoint() override { return {}; }
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup models, const Clock& clock,
+                                         RandomSource& random) {
+  std::unique_ptr<Node> node(new Node(options, random));
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec)
+    return Error(ErrorCode::kIoError, "cannot create data directory: " + ec.message())
+        .with("path", options.data_dir.string());
+
+  auto db = SqliteDatabase::open(options.data_dir / "deeplens.db");
+  if (!db) return std::move(db).error();
+  node->db_ = std::move(db).value();
+  auto bus = SqliteLogBus::open(*node->db_, clock, random, options.bus);
+  if (!bus) return std::move(bus).error();
+  node->bus_ = std::move(bus).value();
+  auto store = SqliteMetadataStore::open(*node->db_, clock, [raw = node->bus_.get()](SqliteConnection& c,
+                                                                                     const OutboxMessage& m) {
+    return raw->append(c, m);
+  });
+  if (!store) return std::move(store).error();
+  node->store_ = std::move(store).value();
+  auto blobs = LocalBlobStore::open(options.data_dir / "blobs", random);
+  if (!blobs) return std::move(blobs).error();
+  node->blobs_ = std::move(blobs).value();
+  if (options.open_vectors) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto vectors = HnswVectorStore::open((options.data_dir / "vectors").string());
+    if (!vectors) return std::move(vectors).error();
+    node->vectors_ = std::move(vectors).value();
+    log_info("vectors.opened", {{"ms", static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                                   std::chrono::steady_clock::now() - t0)
+                                                                   .count())}});
+  } else {
+    node->vectors_ = std::make_unique<NoVectors>();
+  }
+  node->context_.reset(new PipelineContext{*node->store_, *node->blobs_, *node->vectors_, std::move(models), clock,
+                                           node->ids_, node->metrics_, options.pipeline});
+  return node;
+}
+
+Node::~Node() { stop(); }
+
+Status Node::start_pipeline() {
+  pipeline_ = std::make_unique<Pipeline>(*bus_, *context_, options_.run);
+  return pipeline_->start();
+}
+
+void Node::stop() {
+  if (pipeline_) pipeline_->stop();
+  pipeline_.reset();
+  if (vectors_) {
+    if (auto st = vectors_->checkpoint(); !st) log_warn("vectors.checkpoint_failed", {{"error", st.error().to_string()}});
+  }
+}
+
+}  // namespace deeplens::app

@@ -1,0 +1,76 @@
+// EventBus: topics of keyed messages with consumer groups and at-least-once delivery.
+//
+//  - publish() returns once the message is durable (sqlite_log: committed; Kafka: acknowledged by
+//    all in-sync replicas).
+//  - A Consumer belongs to a group; the members of one group split a topic's partitions, so each
+//    message is handled by one member, and messages with the same key (imageId) stay in order.
+//  - Delivery is at-least-once: a member commits a message after its handler's effect; messages
+//    not committed when a member stops or dies are delivered again (to it or to another member).
+//
+// Implementations: sqlite_log/ (embedded) and kafka/.
+// Thread-safety: EventBus is thread-safe. A Consumer is used by one thread, except wake(), which
+// any thread may call to interrupt a blocked poll().
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/result.h"
+#include "store/metadata_store.h"  // Headers, OutboxMessage
+
+namespace deeplens {
+
+struct BusMessage {
+  std::string topic;
+  int partition = 0;
+  int64_t offset = 0;
+  std::string key;
+  std::string payload;
+  Headers headers;
+  Timestamp timestamp;
+
+  std::string header(std::string_view name) const {
+    for (const auto& [k, v] : headers)
+      if (k == name) return v;
+    return {};
+  }
+};
+
+struct ConsumerOptions {
+  std::string group;                // consumer group id, e.g. "deeplens.extract"
+  std::vector<std::string> topics;  // subscribed topics
+  size_t max_batch = 16;            // upper bound on messages returned by one poll (bounded in-flight)
+};
+
+class Consumer {
+ public:
+  virtual ~Consumer() = default;
+  // Up to options.max_batch messages from this member's partitions, waiting at most `timeout` for
+  // the first one. An empty result is normal (nothing new, or woken).
+  virtual Result<std::vector<BusMessage>> poll(std::chrono::milliseconds timeout) = 0;
+  // Marks msg and everything before it in its partition as done for this group.
+  virtual Status commit(const BusMessage& msg) = 0;
+  // Delivers msg (and what follows it in its partition) again on the next poll: for a handler
+  // that could not finish a batch and will retry.
+  virtual void rewind(const BusMessage& msg) = 0;
+  // Makes a blocked or the next poll() return promptly (used by stop()).
+  virtual void wake() = 0;
+  // Leaves the group; uncommitted messages will be delivered again.
+  virtual void close() = 0;
+};
+
+class EventBus {
+ public:
+  virtual ~EventBus() = default;
+  virtual Status publish(const OutboxMessage& message) = 0;
+  virtual Result<std::unique_ptr<Consumer>> subscribe(const ConsumerOptions& options) = 0;
+  // Lag (unconsumed messages) of a group over its topics; -1 when unknown.
+  virtual Result<int64_t> lag(const std::string& group, const std::vector<std::string>& topics) = 0;
+  virtual Status ping() = 0;
+};
+
+}  // namespace deeplens

@@ -1,0 +1,372 @@
+#include "bus/sqlite_log/sqlite_log_bus.h"
+
+#include <algorithm>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "common/log.h"
+
+namespace deeplens {
+namespace {
+
+int64_t to_ms(Timestamp t) { return t.time_since_epoch().count(); }
+
+const std::vector<SqliteMigration>& migrations() {
+  static const std::vector<SqliteMigration> kMigrations = {
+      {1, R"sql(
+CREATE TABLE bus_partitions (
+  topic TEXT NOT NULL,
+  partition INTEGER NOT NULL,
+  next_offset INTEGER NOT NULL,
+  PRIMARY KEY (topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE bus_log (
+  topic TEXT NOT NULL,
+  partition INTEGER NOT NULL,
+  offset INTEGER NOT NULL,
+  key TEXT NOT NULL,
+  headers TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (topic, partition, offset)
+) WITHOUT ROWID;
+CREATE TABLE bus_offsets (
+  consumer_group TEXT NOT NULL,
+  topic TEXT NOT NULL,
+  partition INTEGER NOT NULL,
+  next_offset INTEGER NOT NULL,
+  PRIMARY KEY (consumer_group, topic, partition)
+) WITHOUT ROWID;
+CREATE TABLE bus_members (
+  consumer_group TEXT NOT NULL,
+  member_id TEXT NOT NULL,
+  heartbeat_at INTEGER NOT NULL,
+  PRIMARY KEY (consumer_group, member_id)
+) WITHOUT ROWID;
+)sql"},
+  };
+  return kMigrations;
+}
+
+std::string headers_to_json(const Headers& h) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& [k, v] : h) j.push_back({k, v});
+  return j.dump();
+}
+
+Headers headers_from_json(const std::string& text) {
+  Headers h;
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_array()) return h;
+  for (const auto& kv : j)
+    if (kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_string())
+      h.emplace_back(kv[0].get<std::string>(), kv[1].get<std::string>());
+  return h;
+}
+
+class SqliteLogConsumer final : public Consumer {
+ public:
+  SqliteLogConsumer(SqliteLogBus& bus, ConsumerOptions options, std::string member_id)
+      : bus_(bus), options_(std::move(options)), member_id_(std::move(member_id)) {}
+  ~SqliteLogConsumer() override { close(); }
+
+  Status join() {
+    return bus_.db().write([&](SqliteConnection& c) -> Status {
+      for (const auto& topic : options_.topics) {
+        for (int p = 0; p < bus_.options().partitions; ++p) {
+          auto q = c.prepare("INSERT INTO bus_offsets (consumer_group, topic, partition, next_offset)"
+                             " VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING");
+          if (!q) return std::move(q).error();
+          (*q)->bind(1, options_.group).bind(2, topic).bind(3, p);
+          if (auto st = (*q)->run(); !st) return st;
+        }
+      }
+      return heartbeat(c);
+    });
+  }
+
+  Result<std::vector<BusMessage>> poll(std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      woken_ = false;
+      const uint64_t seen = bus_.publish_seq();
+      auto batch = fetch();
+      if (!batch) return batch;
+      if (!batch->empty() || closed_) return batch;
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return batch;
+      const auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
+                                 bus_.options().cross_process_poll);
+      bus_.wait_for_publish(seen, wait, [&] { return woken_.load(); });
+      if (woken_) return std::vector<BusMessage>{};
+    }
+  }
+
+  Status commit(const BusMessage& msg) override {
+    auto st = bus_.db().write([&](SqliteConnection& c) -> Status {
+      auto q = c.prepare("UPDATE bus_offsets SET next_offset = MAX(next_offset, ?) WHERE consumer_group = ?"
+                         " AND topic = ? AND partition = ?");
+      if (!q) return std::move(q).error();
+      (*q)->bind(1, msg.offset + 1).bind(2, options_.group).bind(3, msg.topic).bind(4, msg.partition);
+      return (*q)->run();
+    });
+    if (!st) return st;
+    maybe_trim();
+    return {};
+  }
+
+  void rewind(const BusMessage& msg) override {
+    auto it = positions_.find({msg.topic, msg.partition});
+    if (it != positions_.end() && it->second > msg.offset) it->second = msg.offset;
+  }
+
+  void wake() override {
+    woken_ = true;
+    bus_.notify_all();
+  }
+
+  void close() override {
+    if (closed_.exchange(true)) return;
+    auto st = bus_.db().write([&](SqliteConnection& c) -> Status {
+      auto q = c.prepare("DELETE FROM bus_members WHERE consumer_group = ? AND member_id = ?");
+      if (!q) return std::move(q).error();
+      (*q)->bind(1, options_.group).bind(2, member_id_);
+      return (*q)->run();
+    });
+    if (!st) log_warn("bus.leave_failed", {{"group", options_.group}, {"error", st.error().to_string()}});
+  }
+
+ private:
+  Status heartbeat(SqliteConnection& c) {
+    const int64_t now = to_ms(bus_.clock().now());
+    auto q = c.prepare("INSERT INTO bus_members (consumer_group, member_id, heartbeat_at) VALUES (?, ?, ?)"
+                       " ON CONFLICT (consumer_group, member_id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, options_.group).bind(2, member_id_).bind(3, now);
+    if (auto st = (*q)->run(); !st) return st;
+    auto d = c.prepare("DELETE FROM bus_members WHERE consumer_group = ? AND heartbeat_at < ?");
+    if (!d) return std::move(d).error();
+    (*d)->bind(1, options_.group).bind(2, now - 3 * bus_.options().member_timeout.count());
+    last_heartbeat_ = std::chrono::steady_clock::now();
+    return (*d)->run();
+  }
+
+  Result<std::vector<BusMessage>> fetch() {
+    if (std::chrono::steady_clock::now() - last_heartbeat_ > bus_.options().heartbeat_interval) {
+      if (auto st = bus_.db().write([&](SqliteConnection& c) { return heartbeat(c); }); !st)
+        return std::move(st).error();
+    }
+    std::vector<BusMessage> out;
+    auto st = bus_.db().read([&](SqliteConnection& c) -> Status {
+      // Live members, sorted: this member owns partitions p with p % n == index.
+      auto m = c.prepare("SELECT member_id FROM bus_members WHERE consumer_group = ? AND heartbeat_at >= ? ORDER BY member_id");
+      if (!m) return std::move(m).error();
+      (*m)->bind(1, options_.group).bind(2, to_ms(bus_.clock().now()) - bus_.options().member_timeout.count());
+      std::vector<std::string> members;
+      while (true) {
+        auto row = (*m)->step();
+        if (!row) return std::move(row).error();
+        if (!*row) break;
+        members.push_back((*m)->text(0));
+      }
+      auto self = std::find(members.begin(), members.end(), member_id_);
+      if (self == members.end()) members.push_back(member_id_);  // our heartbeat is about to land
+      std::sort(members.begin(), members.end());
+      const size_t n = members.size();
+      const size_t index = static_cast<size_t>(std::find(members.begin(), members.end(), member_id_) - members.begin());
+
+      std::set<std::pair<std::string, int>> assigned;
+      for (const auto& topic : options_.topics)
+        for (int p = 0; p < bus_.options().partitions; ++p)
+          if (static_cast<size_t>(p) % n == index) assigned.emplace(topic, p);
+      // Forget positions of partitions no longer ours; new ones start at the committed offset.
+      for (auto it = positions_.begin(); it != positions_.end();)
+        it = assigned.count(it->first) ? std::next(it) : positions_.erase(it);
+
+      auto committed = c.prepare("SELECT next_offset FROM bus_offsets WHERE consumer_group = ? AND topic = ? AND partition = ?");
+      if (!committed) return std::move(committed).error();
+      auto fetch = c.prepare("SELECT offset, key, headers, payload, created_at FROM bus_log WHERE topic = ?"
+                             " AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?");
+      if (!fetch) return std::move(fetch).error();
+      // Rotate the starting partition so no partition starves.
+      std::vector<std::pair<std::string, int>> order(assigned.begin(), assigned.end());
+      if (!order.empty()) std::rotate(order.begin(), order.begin() + static_cast<long>(rotation_++ % order.size()), order.end());
+      for (const auto& tp : order) {
+        if (out.size() >= options_.max_batch) break;
+        (*committed)->reset();
+        (*committed)->bind(1, options_.group).bind(2, tp.first).bind(3, tp.second);
+        auto row = (*committed)->step();
+        if (!row) return std::move(row).error();
+        const int64_t committed_offset = *row ? (*committed)->int64(0) : 0;
+        auto pos = positions_.find(tp);
+        const int64_t from = pos == positions_.end() ? committed_offset : std::max(pos->second, committed_offset);
+        (*fetch)->reset();
+        (*fetch)->bind(1, tp.first).bind(2, tp.second).bind(3, from).bind(4, static_cast<int64_t>(options_.max_batch - out.size()));
+        while (true) {
+          auto r = (*fetch)->step();
+          if (!r) return std::move(r).error();
+          if (!*r) break;
+          BusMessage msg;
+          msg.topic = tp.first;
+          msg.partition = tp.second;
+          msg.offset = (*fetch)->int64(0);
+          msg.key = (*fetch)->text(1);
+          msg.headers = headers_from_json((*fetch)->text(2));
+          msg.payload = (*fetch)->text(3);
+          msg.timestamp = Timestamp(std::chrono::milliseconds((*fetch)->int64(4)));
+          positions_[tp] = msg.offset + 1;
+          out.push_back(std::move(msg));
+        }
+      }
+      return {};
+    });
+    if (!st) return std::move(st).error();
+    return out;
+  }
+
+  void maybe_trim() {
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_trim_ < std::chrono::seconds(5)) return;
+    last_trim_ = now;
+    auto trimmed = bus_.trim();
+    if (!trimmed) log_warn("bus.trim_failed", {{"error", trimmed.error().to_string()}});
+  }
+
+  SqliteLogBus& bus_;
+  ConsumerOptions options_;
+  std::string member_id_;
+  std::map<std::pair<std::string, int>, int64_t> positions_;
+  std::atomic<bool> woken_{false};
+  std::atomic<bool> closed_{false};
+  size_t rotation_ = 0;
+  std::chrono::steady_clock::time_point last_heartbeat_{};
+  std::chrono::steady_clock::time_point last_trim_ = std::chrono::steady_clock::now();
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SqliteLogBus>> SqliteLogBus::open(SqliteDatabase& db, const Clock& clock,
+                                                        RandomSource& random, const SqliteLogOptions& options) {
+  if (auto st = db.migrate("bus", migrations()); !st) return std::move(st).error();
+  std::unique_ptr<SqliteLogBus> bus(new SqliteLogBus(db, clock, random, options));
+  db.add_commit_listener([raw = bus.get()] {
+    if (raw->appended_.exchange(false)) raw->notify_all();
+  });
+  return bus;
+}
+
+SqliteLogBus::~SqliteLogBus() = default;
+
+int SqliteLogBus::partition_for(std::string_view key) const {
+  uint32_t h = 2166136261u;  // FNV-1a: stable across processes and versions
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 16777619u;
+  }
+  return static_cast<int>(h % static_cast<uint32_t>(options_.partitions));
+}
+
+Status SqliteLogBus::append(SqliteConnection& c, const OutboxMessage& m) {
+  const int partition = partition_for(m.key);
+  auto ins = c.prepare("INSERT INTO bus_partitions (topic, partition, next_offset) VALUES (?, ?, 0) ON CONFLICT DO NOTHING");
+  if (!ins) return std::move(ins).error();
+  (*ins)->bind(1, m.topic).bind(2, partition);
+  if (auto st = (*ins)->run(); !st) return st;
+  auto next = c.prepare("UPDATE bus_partitions SET next_offset = next_offset + 1 WHERE topic = ? AND partition = ? RETURNING next_offset - 1");
+  if (!next) return std::move(next).error();
+  (*next)->bind(1, m.topic).bind(2, partition);
+  auto row = (*next)->step();
+  if (!row) return std::move(row).error();
+  const int64_t offset = (*next)->int64(0);
+  (*next)->reset();
+  auto log = c.prepare("INSERT INTO bus_log (topic, partition, offset, key, headers, payload, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)");
+  if (!log) return std::move(log).error();
+  (*log)->bind(1, m.topic).bind(2, partition).bind(3, offset).bind(4, m.key).bind(5, headers_to_json(m.headers))
+      .bind(6, m.payload).bind(7, to_ms(clock_.now()));
+  appended_ = true;
+  return (*log)->run();
+}
+
+Status SqliteLogBus::publish(const OutboxMessage& message) {
+  return db_.write([&](SqliteConnection& c) { return append(c, message); });
+}
+
+Result<std::unique_ptr<Consumer>> SqliteLogBus::subscribe(const ConsumerOptions& options) {
+  if (options.group.empty() || options.topics.empty())
+    return Error(ErrorCode::kInvalidArgument, "a consumer needs a group and at least one topic");
+  auto consumer = std::make_unique<SqliteLogConsumer>(*this, options, ids_.uuid_v4());
+  if (auto st = consumer->join(); !st) return std::move(st).error();
+  return std::unique_ptr<Consumer>(std::move(consumer));
+}
+
+Result<int64_t> SqliteLogBus::lag(const std::string& group, const std::vector<std::string>& topics) {
+  int64_t total = 0;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("SELECT COALESCE(SUM(p.next_offset - COALESCE(o.next_offset, 0)), 0) FROM bus_partitions p"
+                       " LEFT JOIN bus_offsets o ON o.topic = p.topic AND o.partition = p.partition AND o.consumer_group = ?"
+                       " WHERE p.topic = ?");
+    if (!q) return std::move(q).error();
+    for (const auto& t : topics) {
+      (*q)->reset();
+      (*q)->bind(1, group).bind(2, t);
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      total += (*q)->int64(0);
+    }
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return total;
+}
+
+Status SqliteLogBus::ping() { return db_.read([](SqliteConnection& c) { return c.exec("SELECT 1"); }); }
+
+Result<int64_t> SqliteLogBus::trim() {
+  int64_t deleted = 0;
+  auto st = db_.write([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("DELETE FROM bus_log WHERE offset < (SELECT MIN(o.next_offset) FROM bus_offsets o"
+                       " WHERE o.topic = bus_log.topic AND o.partition = bus_log.partition)");
+    if (!q) return std::move(q).error();
+    if (auto r = (*q)->run(); !r) return r;
+    deleted = c.changes();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return deleted;
+}
+
+Result<int64_t> SqliteLogBus::stored_messages() {
+  int64_t n = 0;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("SELECT COUNT(*) FROM bus_log");
+    if (!q) return std::move(q).error();
+    auto row = (*q)->step();
+    if (!row) return std::move(row).error();
+    n = (*q)->int64(0);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return n;
+}
+
+uint64_t SqliteLogBus::publish_seq() {
+  std::lock_guard lock(mu_);
+  return publish_seq_;
+}
+
+void SqliteLogBus::wait_for_publish(uint64_t seen, std::chrono::milliseconds timeout,
+                                    const std::function<bool()>& woken) {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return publish_seq_ != seen || woken(); });
+}
+
+void SqliteLogBus::notify_all() {
+  {
+    std::lock_guard lock(mu_);
+    ++publish_seq_;
+  }
+  cv_.notify_all();
+}
+
+}  // namespace deeplens

@@ -1,0 +1,53 @@
+// What every stage works with: the backends (through their interfaces only), the models, time,
+// ids and metrics, and the pipeline's policy settings. Owned by app/; every reference must outlive
+// the stages.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "blob/blob_store.h"
+#include "common/clock.h"
+#include "common/ids.h"
+#include "common/metrics.h"
+#include "events/events.h"
+#include "features/extractor.h"
+#include "imaging/image.h"
+#include "store/metadata_store.h"
+#include "vectors/vector_index.h"
+
+namespace deeplens {
+
+struct PipelineOptions {
+  RetryPolicy retry{3, 1000, 1};     // pipeline.max_attempts, pipeline.backoff_ms
+  int extraction_timeout_s = 30;     // extractionOptions.timeout
+  int thumbnail_edge = 256;          // thumbnails' long edge in pixels
+  ImageLimits limits;                // decoding limits (same as upload)
+  std::chrono::hours processed_ttl{24 * 7};  // how long redelivery markers are kept
+};
+
+// Looks up a model by name; nullptr when unknown.
+using ModelLookup = std::function<Extractor*(const std::string& name)>;
+
+struct PipelineContext {
+  MetadataStore& store;
+  BlobStore& blobs;
+  VectorStore& vectors;
+  ModelLookup models;
+  const Clock& clock;
+  IdGenerator& ids;
+  Metrics& metrics;
+  PipelineOptions options;
+};
+
+// Consumer group names, one per stage (stable: offsets and idempotency markers are keyed by them).
+namespace groups {
+inline constexpr const char* kOrchestrator = "deeplens.orchestrator";
+inline constexpr const char* kExtractor = "deeplens.extractor";
+inline constexpr const char* kIndexer = "deeplens.indexer";
+inline constexpr const char* kNotifier = "deeplens.notifier";
+inline constexpr const char* kRetry = "deeplens.retry";
+}  // namespace groups
+
+}  // namespace deeplens

@@ -1,0 +1,40 @@
+// Accepting an upload: the blob (already streamed into a BlobWriter, hashed and probed by the
+// caller) is committed under its final key, then ONE metadata transaction inserts the image row
+// and its ImageUploadedEvent (outbox / event log). Nothing touches the bus on this path.
+//
+// Returns the existing image instead when the idempotency key was seen before or (unless
+// skipDuplicateCheck) the same bytes were uploaded before by the tenant; the new blob is then
+// removed. On any failure the committed blob is removed again: no image is half-written.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "blob/blob_store.h"
+#include "events/events.h"
+#include "imaging/image.h"
+#include "pipeline/context.h"
+
+namespace deeplens {
+
+struct UploadRequest {
+  std::string tenant_id;
+  std::string file_name;    // display name (sanitised by the caller)
+  std::string uploaded_by;  // may be empty
+  ProcessingOptions options;
+  std::string idempotency_key;  // may be empty
+  std::string sha256;           // hex of the bytes
+  ImageInfo info;               // probed from content
+  std::unique_ptr<BlobWriter> blob;
+};
+
+Result<CreateImageOutcome> accept_upload(PipelineContext& ctx, UploadRequest request);
+
+// Keeps only characters that are safe to show and store; path separators and control characters
+// become '_', and the result is at most 255 bytes ("../../etc/passwd" -> ".._.._etc_passwd").
+std::string sanitize_file_name(std::string_view name);
+
+// Replays a dead letter: the original event again with a new eventId and attempt 1.
+Status replay_dead_letter(PipelineContext& ctx, int64_t id);
+
+}  // namespace deeplens

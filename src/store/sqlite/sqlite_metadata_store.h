@@ -1,0 +1,61 @@
+// MetadataStore on SQLite (the embedded default). Shares its SqliteDatabase with the sqlite_log
+// bus; when `append_to_log` is set, MetadataTx::enqueue writes the event straight into the event
+// log inside the same transaction (the outbox row *is* the log entry, no relay hop); otherwise it
+// writes to the outbox table for the relay (Kafka).
+//
+// Thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "store/metadata_store.h"
+#include "store/sqlite/sqlite_database.h"
+
+namespace deeplens {
+
+// Appends one message to the event log on the given (writer, in-transaction) connection.
+using LogAppender = std::function<Status(SqliteConnection&, const OutboxMessage&)>;
+
+class SqliteMetadataStore final : public MetadataStore {
+ public:
+  // db must outlive the store. Applies the store's migrations.
+  static Result<std::unique_ptr<SqliteMetadataStore>> open(SqliteDatabase& db, const Clock& clock,
+                                                           LogAppender append_to_log = nullptr);
+
+  Status transact(const std::function<Status(MetadataTx&)>& fn) override;
+  Status create_tenant(const Tenant& tenant) override;
+  Result<Tenant> get_tenant(const std::string& id) override;
+  Result<std::vector<Tenant>> list_tenants() override;
+  Status add_api_key(const std::string& tenant_id, const std::string& key_sha256) override;
+  Result<std::string> tenant_for_key(const std::string& key_sha256) override;
+  Result<CreateImageOutcome> create_image(
+      const ImageRecord& image, bool skip_duplicate_check,
+      const std::function<OutboxMessage(const ImageRecord&)>& make_event) override;
+  Result<ImageRecord> get_image(const std::string& tenant_id, const std::string& image_id) override;
+  Result<std::vector<StepRecord>> get_steps(const std::string& image_id) override;
+  Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
+                                int limit, const std::string& cursor) override;
+  Status delete_image(const std::string& tenant_id, const std::string& image_id) override;
+  Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
+  Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;
+  Result<std::vector<OutboxRow>> pending_outbox(int limit) override;
+  Status mark_outbox_sent(const std::vector<int64_t>& seqs) override;
+  Result<int64_t> outbox_backlog() override;
+  Result<int> release_due_retries(Timestamp now, int limit) override;
+  Result<std::optional<Timestamp>> next_retry_due() override;
+  Result<std::vector<DeadLetter>> list_dead_letters(bool include_replayed, int limit) override;
+  Result<DeadLetter> get_dead_letter(int64_t id) override;
+  Status replay_dead_letter(int64_t id, const OutboxMessage& message) override;
+  Status trim_processed(Timestamp before) override;
+  Status ping() override;
+
+ private:
+  SqliteMetadataStore(SqliteDatabase& db, const Clock& clock, LogAppender append)
+      : db_(db), clock_(clock), append_(std::move(append)) {}
+  SqliteDatabase& db_;
+  const Clock& clock_;
+  LogAppender append_;
+};
+
+}  // namespace deeplens

@@ -1,0 +1,225 @@
+// The embedded pipeline end to end on a real SQLite file, local blobs and the HNSW store, with a
+// deterministic test extractor (issue #3 acceptance).
+#include <gtest/gtest.h>
+
+#include "support/pipeline_harness.h"
+#include "support/test_extractor.h"
+
+namespace deeplens {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::TestExtractor;
+
+class EmbeddedPipeline : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::make_temp_dir("deeplens-pipeline");
+    open_node();
+  }
+  void TearDown() override {
+    node_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  void open_node() {
+    app::NodeOptions o;
+    o.data_dir = dir_;
+    o.pipeline.retry = RetryPolicy{3, 20, 1};  // fast backoff for tests: 20, 40 ms
+    o.run.poll_timeout = 200ms;
+    auto node = app::Node::open(o, [this](const std::string& name) -> Extractor* {
+      if (name == "test") return &extractor_;
+      if (name == "second") return &second_;
+      return nullptr;
+    }, clock_, random_);
+    ASSERT_TRUE(node.ok()) << node.error().to_string();
+    node_ = std::move(node).value();
+  }
+
+  std::string upload(const std::string& bytes, std::vector<std::string> models = {"test"}) {
+    auto r = testing::upload_bytes(node_->context(), "acme-corp", bytes, std::move(models));
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    return r ? r->image.image_id : "";
+  }
+
+  int64_t completed() { return testing::count_status(node_->store(), "completed"); }
+  int64_t failed() { return testing::count_status(node_->store(), "failed"); }
+
+  std::filesystem::path dir_;
+  SystemClock clock_;
+  SystemRandom random_;
+  TestExtractor extractor_{"test", 16};
+  TestExtractor second_{"second", 8};
+  std::unique_ptr<app::Node> node_;
+};
+
+TEST_F(EmbeddedPipeline, TwoHundredImagesCompleteWithOneVectorAndOneCompletionEach) {
+  testing::CompletionAudit audit(node_->bus());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 200; ++i) ids.push_back(upload("image-bytes-" + std::to_string(i)));
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 200; }, 60s)) << "completed: " << completed();
+
+  VectorIndex* index = node_->vectors().find_collection(collection_name("acme-corp", "test"));
+  ASSERT_NE(index, nullptr);
+  EXPECT_EQ(index->count(), 200u);
+  for (const auto& id : ids) {
+    auto v = index->get(id);
+    ASSERT_TRUE(v.ok()) << id;
+    auto hits = index->search(*v, 1, 0);
+    ASSERT_TRUE(hits.ok());
+    ASSERT_EQ(hits->size(), 1u);
+    EXPECT_EQ((*hits)[0].id, id);
+  }
+  ASSERT_TRUE(testing::wait_until([&] { return audit.drain().size() == 200; }, 10s));
+  for (const auto& [image, n] : audit.drain()) EXPECT_EQ(n, 1) << image;
+
+  auto view = load_status(node_->store(), "acme-corp", ids[0]);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view->image.status, ImageStatus::kCompleted);
+  EXPECT_TRUE(view->image.searchable_after.has_value());
+  ASSERT_EQ(view->steps.size(), 2u);
+  for (const auto& s : view->steps) {
+    EXPECT_EQ(s.status, StepStatus::kCompleted) << s.step;
+    EXPECT_EQ(s.attempts, 1) << s.step;
+    EXPECT_TRUE(s.duration_ms.has_value()) << s.step;
+  }
+}
+
+TEST_F(EmbeddedPipeline, AnImageIsCompletedOnlyWhenEveryRequestedModelIsIndexed) {
+  testing::CompletionAudit audit(node_->bus());
+  second_.fail_when("multi", 1);  // the second model needs a retry: completion must wait for it
+  const std::string id = upload("multi-model-image", {"test", "second"});
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 1; }, 20s));
+  EXPECT_NE(node_->vectors().find_collection(collection_name("acme-corp", "test")), nullptr);
+  auto* second = node_->vectors().find_collection(collection_name("acme-corp", "second"));
+  ASSERT_NE(second, nullptr);
+  EXPECT_TRUE(second->get(id).ok());
+  ASSERT_TRUE(testing::wait_until([&] { return audit.drain().count(id) == 1; }, 10s));
+  EXPECT_EQ(audit.drain().at(id), 1);
+  auto steps = node_->store().get_steps(id);
+  ASSERT_TRUE(steps.ok());
+  EXPECT_EQ(steps->size(), 4u);
+}
+
+TEST_F(EmbeddedPipeline, AnExtractorThatFailsTwiceCompletesOnTheThirdAttempt) {
+  extractor_.fail_when("flaky", 2);
+  const std::string flaky = upload("flaky-image");
+  // Alone, so each attempt is one extraction call (a failed batch is retried image by image).
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 1; }, 20s)) << "completed " << completed();
+  auto steps = node_->store().get_steps(flaky);
+  ASSERT_TRUE(steps.ok());
+  for (const auto& s : *steps) {
+    if (s.step != "feature_extraction") continue;
+    EXPECT_EQ(s.attempts, 3);
+    EXPECT_EQ(s.status, StepStatus::kCompleted);
+  }
+  auto letters = node_->store().list_dead_letters(true, 10);
+  ASSERT_TRUE(letters.ok());
+  EXPECT_TRUE(letters->empty());
+}
+
+TEST_F(EmbeddedPipeline, AnAlwaysFailingImageIsDeadLetteredAndCanBeReplayedAfterTheFix) {
+  extractor_.fail_when("broken", -1);
+  const std::string broken = upload("broken-image");
+  std::vector<std::string> others;
+  for (int i = 0; i < 5; ++i) others.push_back(upload("other-" + std::to_string(i)));
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] { return failed() == 1 && completed() == 5; }, 20s))
+      << "failed " << failed() << " completed " << completed();
+
+  auto letters = node_->store().list_dead_letters(false, 10);
+  ASSERT_TRUE(letters.ok());
+  ASSERT_EQ(letters->size(), 1u);
+  const auto& letter = (*letters)[0];
+  EXPECT_EQ(letter.image_id, broken);
+  EXPECT_EQ(letter.attempts, 3);
+  EXPECT_EQ(letter.topic, topics::kFeaturesExtraction);
+  EXPECT_TRUE(decode_feature_extraction_requested(letter.payload).ok()) << "the full original event";
+  auto view = load_status(node_->store(), "acme-corp", broken);
+  ASSERT_TRUE(view.ok());
+  EXPECT_EQ(view->image.status, ImageStatus::kFailed);
+  bool step_failed = false;
+  for (const auto& s : view->steps)
+    if (s.step == "feature_extraction") {
+      step_failed = s.status == StepStatus::kFailed && s.attempts == 3 && !s.last_error.empty();
+    }
+  EXPECT_TRUE(step_failed);
+
+  extractor_.clear_faults();
+  ASSERT_TRUE(replay_dead_letter(node_->context(), letter.id).ok());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 6; }, 20s));
+  EXPECT_EQ(failed(), 0);
+  auto after = node_->store().list_dead_letters(false, 10);
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(after->empty());
+  EXPECT_FALSE(replay_dead_letter(node_->context(), letter.id).ok()) << "a letter is replayed once";
+}
+
+TEST_F(EmbeddedPipeline, AMalformedMessageIsDeadLetteredAndThePipelineKeepsGoing) {
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(node_->bus().publish({std::string(topics::kFeaturesExtraction), "img_x", "{not json", {}}).ok());
+  ASSERT_TRUE(node_->bus().publish({std::string(topics::kImagesUploaded), "img_y", R"({"eventType":"image.uploaded"})", {}}).ok());
+  upload("after-the-poison");
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 1; }, 20s));
+  std::vector<DeadLetter> letters;
+  ASSERT_TRUE(testing::wait_until([&] {
+    auto l = node_->store().list_dead_letters(false, 10);
+    letters = l ? *l : std::vector<DeadLetter>{};
+    return letters.size() == 2;
+  }, 10s));
+  for (const auto& l : letters) EXPECT_EQ(l.error_code, "UNDECODABLE");
+}
+
+TEST_F(EmbeddedPipeline, RedeliveredEventsChangeNothing) {
+  testing::CompletionAudit audit(node_->bus());
+  const std::string id = upload("once");
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 1; }, 20s));
+  node_->stop();
+  // Rewind every stage's group to the beginning of the log, as if no commit had ever happened.
+  {
+    auto db = SqliteDatabase::open(dir_ / "deeplens.db");
+    ASSERT_TRUE(db.ok());
+    ASSERT_TRUE((*db)->write([](SqliteConnection& c) {
+                  return c.exec("UPDATE bus_offsets SET next_offset = 0 WHERE consumer_group LIKE 'deeplens.%'");
+                }).ok());
+  }
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] {
+    auto lag = node_->bus().lag("deeplens.notifier", {std::string(topics::kProcessingCompleted)});
+    return lag && *lag == 0 && extractor_.calls() >= 1;
+  }, 10s));
+  ASSERT_TRUE(testing::wait_until([&] { return audit.drain().count(id) == 1; }, 5s));
+  // Give redelivery a moment to (wrongly) produce a second completion.
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(audit.drain().at(id), 1);
+  EXPECT_EQ(node_->vectors().find_collection(collection_name("acme-corp", "test"))->count(), 1u);
+  auto steps = node_->store().get_steps(id);
+  ASSERT_TRUE(steps.ok());
+  EXPECT_EQ(steps->size(), 2u);
+}
+
+TEST_F(EmbeddedPipeline, RetentionTrimsFullyConsumedEvents) {
+  for (int i = 0; i < 20; ++i) upload("retained-" + std::to_string(i));
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 20; }, 20s));
+  ASSERT_TRUE(testing::wait_until([&] {
+    auto lag = node_->bus().lag("deeplens.notifier", {std::string(topics::kProcessingCompleted)});
+    return lag && *lag == 0;
+  }, 10s));
+  node_->stop();
+  auto before = node_->bus().stored_messages();
+  ASSERT_TRUE(before.ok());
+  EXPECT_GT(*before, 0);
+  auto trimmed = node_->bus().trim();
+  ASSERT_TRUE(trimmed.ok());
+  auto after = node_->bus().stored_messages();
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(*after, 0) << "every topic's events were consumed by every group";
+}
+
+}  // namespace
+}  // namespace deeplens

@@ -1,0 +1,84 @@
+#include <cmath>
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "vectors/vector_index.h"
+
+namespace deeplens {
+namespace {
+
+TEST(CollectionName, MatchesTheSpecExample) {
+  EXPECT_EQ(collection_name("acme-corp", "resnet50"), "tenant_acmecorp_resnet50_vectors");
+}
+
+TEST(CollectionName, TenantSlugKeepsOnlyLowerCaseLettersAndDigits) {
+  EXPECT_EQ(collection_name("ACME_Corp.EU 2", "m"), "tenant_acmecorpeu2_m_vectors");
+  EXPECT_EQ(collection_name("t\xc3\xa9st", "m"), "tenant_tst_m_vectors");
+}
+
+TEST(CollectionName, ModelNameKeepsUnderscoresAndReplacesOtherCharacters) {
+  EXPECT_EQ(collection_name("acme", "mobilenet_v2"), "tenant_acme_mobilenet_v2_vectors");
+  EXPECT_EQ(collection_name("acme", "MobileNet-v2.1"), "tenant_acme_mobilenet_v2_1_vectors");
+  EXPECT_EQ(collection_name("acme", "../../etc"), "tenant_acme_______etc_vectors");
+}
+
+TEST(CollectionName, NamesAreOnlySafeCharacters) {
+  const std::string name = collection_name("A/b\\c..d", "x/y z\n");
+  for (char c : name) {
+    EXPECT_TRUE((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_') << name;
+  }
+}
+
+// Only what the default upsert_batch() uses; the rest is not reached.
+class MapIndex final : public VectorIndex {
+ public:
+  const std::string& name() const override { return name_; }
+  size_t dimension() const override { return 2; }
+  size_t count() const override { return vectors_.size(); }
+  Status upsert(std::string_view id, std::span<const float> v) override {
+    vectors_[std::string(id)] = std::vector<float>(v.begin(), v.end());
+    return ok_status();
+  }
+  Status remove(std::string_view id) override {
+    vectors_.erase(std::string(id));
+    return ok_status();
+  }
+  Result<std::vector<float>> get(std::string_view id) const override {
+    auto it = vectors_.find(std::string(id));
+    if (it == vectors_.end()) return Error(ErrorCode::kNotFound, "absent");
+    return it->second;
+  }
+  Result<std::vector<SearchHit>> search(std::span<const float>, size_t, float) const override {
+    return std::vector<SearchHit>{};
+  }
+
+ private:
+  std::string name_ = "map";
+  std::map<std::string, std::vector<float>> vectors_;
+};
+
+TEST(VectorIndexDefaultBatch, AppliesInOrderSoALaterDuplicateWins) {
+  MapIndex index;
+  const std::vector<float> a = {1, 0}, b = {0, 1};
+  const std::vector<VectorUpsert> batch = {{"x", a}, {"y", a}, {"x", b}};
+  ASSERT_TRUE(index.upsert_batch(batch).ok());
+  EXPECT_EQ(index.count(), 2u);
+  EXPECT_EQ(*index.get("x"), b);
+}
+
+TEST(VectorIndexDefaultBatch, ABadElementRejectsTheBatchBeforeAnythingIsApplied) {
+  MapIndex index;
+  const std::vector<float> good = {1, 0}, nan = {std::nanf(""), 0}, wide = {1, 0, 0};
+  for (const auto& bad : {std::vector<VectorUpsert>{{"a", good}, {"b", nan}},
+                          std::vector<VectorUpsert>{{"a", good}, {"b", wide}},
+                          std::vector<VectorUpsert>{{"a", good}, {"", good}}}) {
+    auto s = index.upsert_batch(bad);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().code, ErrorCode::kInvalidArgument);
+    EXPECT_EQ(index.count(), 0u);
+  }
+}
+
+}  // namespace
+}  // namespace deeplens
