@@ -89,11 +89,12 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--crossover") a.crossover = true;
     else if (f == "--upserts") a.upserts = true;
     else {
-      std::fprintf(stderr,
+      const bool help = f == "--help" || f == "-h";
+      std::fprintf(help ? stdout : stderr,
                    "usage: vector_recall [--n N] [--dim D] [--clusters C] [--noise X] [--queries Q] [--k K]\n"
                    "       [--ef-construction E] [--ef-search a,b,c] [--threads T] [--batch B] [--tail T]\n"
                    "       [--seed S] [--dir DIR] [--no-sync] [--crossover] [--upserts]\n");
-      std::exit(2);
+      std::exit(help ? 0 : 2);
     }
   }
   if (a.clusters == 0) a.clusters = std::max<size_t>(1, a.n / 100);

@@ -24,6 +24,9 @@ int main(int argc, char** argv) {
   root.add_option("--set", flags.overrides, "Override a configuration key: --set key=value (repeatable)");
 
   int exit_code = 0;
+  register_serve_command(root, flags, &exit_code);
+  register_client_commands(root, &exit_code);
+  register_ops_commands(root, flags, &exit_code);
   register_events_command(root, &exit_code);
   register_config_command(root, flags, &exit_code);
 

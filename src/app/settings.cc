@@ -11,6 +11,22 @@ namespace {
 using enum ConfigType;
 
 const std::array kKeys = {
+    ConfigKeySpec{"data_dir", kString, "deeplens-data", "where the embedded backends keep their files (SQLite, blobs, vectors)"},
+    ConfigKeySpec{"server.listen", kString, "127.0.0.1:8080", "HTTP address HOST:PORT (port 0 picks a free port)"},
+    ConfigKeySpec{"server.threads", kInt, "4", "HTTP worker threads"},
+    ConfigKeySpec{"server.max_body_bytes", kInt, "67108864", "largest request body (uploads are streamed to disk)"},
+    ConfigKeySpec{"server.header_timeout_s", kInt, "10", "seconds to receive request headers"},
+    ConfigKeySpec{"server.body_timeout_s", kInt, "120", "seconds to receive a request body"},
+    ConfigKeySpec{"upload.max_bytes", kInt, "52428800", "largest image file accepted"},
+    ConfigKeySpec{"upload.max_pixels", kInt, "100000000", "largest width*height accepted (decompression bombs are refused from the header)"},
+    ConfigKeySpec{"upload.max_edge", kInt, "30000", "longest image side accepted, in pixels"},
+    ConfigKeySpec{"pipeline.max_attempts", kInt, "3", "attempts per stage before an image fails (retryPolicy.maxAttempts)"},
+    ConfigKeySpec{"pipeline.backoff_ms", kInt, "1000", "first retry delay; doubles each attempt (retryPolicy.backoffMs)"},
+    ConfigKeySpec{"pipeline.extract_workers", kInt, "1", "extraction consumer threads"},
+    ConfigKeySpec{"pipeline.extract_batch", kInt, "8", "images per batched model forward"},
+    ConfigKeySpec{"pipeline.index_workers", kInt, "1", "indexing consumer threads"},
+    ConfigKeySpec{"auth.default_tenant", kString, "default", "tenant created on first start"},
+    ConfigKeySpec{"auth.default_key", kString, "", "API key for the default tenant (else one is generated and printed once)"},
     ConfigKeySpec{"log.level", kString, "info", "debug, info, warn or error"},
     ConfigKeySpec{"log.format", kString, "json", "json (one object per line) or text"},
 };

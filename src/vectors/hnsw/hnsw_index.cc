@@ -301,7 +301,6 @@ Status HnswIndex::load(const std::string& dir) {
   if (!log.ok()) return std::move(log).error();
   log_ = std::move(*log);
   log_bytes_since_snapshot_ = log_bytes;
-  snapshot_generation_ = generation;
   remove_obsolete_files(generation);
 
   open_report_.total_ms = ms_since(start);
@@ -654,7 +653,6 @@ Status HnswIndex::checkpoint() {
     log_error("vectors.checkpoint_failed", {{"collection", name_}, {"error", s.error().to_string()}});
     return s;
   }
-  snapshot_generation_ = generation;
   remove_obsolete_files(generation);
   log_info("vectors.checkpoint",
            {{"collection", name_},

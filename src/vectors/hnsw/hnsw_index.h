@@ -175,8 +175,7 @@ class HnswIndex final : public VectorIndex {
 
   std::unique_ptr<hnsw::WriteAheadLog> log_;  // internally synchronised
 
-  std::mutex checkpoint_mu_;          // one checkpoint at a time
-  uint64_t snapshot_generation_ = 0;  // guarded by checkpoint_mu_ (after open)
+  std::mutex checkpoint_mu_;  // one checkpoint at a time
 
   HnswOpenReport open_report_;
 };

@@ -1,0 +1,530 @@
+#include "api/api_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "api/multipart.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "pipeline/ingest.h"
+#include "pipeline/search.h"
+#include "pipeline/status.h"
+
+namespace deeplens::api {
+
+using json = nlohmann::json;
+using ojson = nlohmann::ordered_json;
+
+namespace {
+
+std::string image_url(const std::string& id) { return "/api/v1/images/" + id; }
+
+ojson image_json(const ImageRecord& r) {
+  ojson j;
+  j["imageId"] = r.image_id;
+  j["fileName"] = r.file_name;
+  j["contentType"] = r.content_type;
+  j["fileSize"] = r.file_size;
+  j["width"] = r.width;
+  j["height"] = r.height;
+  j["format"] = r.format;
+  j["colorProfile"] = r.color_profile;
+  j["sha256"] = r.sha256;
+  if (!r.uploaded_by.empty()) j["uploadedBy"] = r.uploaded_by;
+  j["status"] = image_status_name(r.status);
+  j["models"] = r.models;
+  j["createdAt"] = format_iso8601(r.created_at);
+  j["updatedAt"] = format_iso8601(r.updated_at);
+  j["searchableAfter"] = r.searchable_after ? json(format_iso8601(*r.searchable_after)) : json(nullptr);
+  j["contentUrl"] = image_url(r.image_id) + "/content";
+  j["thumbnailUrl"] = r.thumbnail_path.empty() ? json(nullptr) : json(image_url(r.image_id) + "/thumbnail");
+  j["statusCheckUrl"] = image_url(r.image_id) + "/status";
+  return j;
+}
+
+HttpResponse not_found_image(const std::string& id) {
+  return error_response(404, "IMAGE_NOT_FOUND", "no image '" + id + "' in this tenant", {{"imageId", id}});
+}
+
+std::string human_estimate(double ms) {
+  const int low = std::max(1, static_cast<int>(ms / 1000.0 + 0.5));
+  return std::to_string(low) + "-" + std::to_string(low * 3) + " seconds";
+}
+
+}  // namespace
+
+// The route table: one place, used by the server and by `deeplens routes` (the OpenAPI check).
+struct RouteSpec {
+  const char* method;
+  const char* pattern;
+  bool spool;
+  bool auth;
+  HttpResponse (ApiService::*fn)(HttpRequest&);
+};
+
+const RouteSpec kRouteSpecs[] = {
+    {"POST", "/api/v1/images/upload", true, true, &ApiService::upload},
+    {"GET", "/api/v1/images", false, true, &ApiService::list_images},
+    {"GET", "/api/v1/images/{id}", false, true, &ApiService::get_image},
+    {"DELETE", "/api/v1/images/{id}", false, true, &ApiService::delete_image},
+    {"GET", "/api/v1/images/{id}/status", false, true, &ApiService::status},
+    {"GET", "/api/v1/images/{id}/content", false, true, &ApiService::get_content},
+    {"GET", "/api/v1/images/{id}/thumbnail", false, true, &ApiService::get_thumbnail},
+    {"POST", "/api/v1/search", true, true, &ApiService::search},
+    {"GET", "/healthz", false, false, &ApiService::healthz},
+    {"GET", "/readyz", false, false, &ApiService::readyz},
+    {"GET", "/metrics", false, false, &ApiService::metrics},
+};
+
+std::vector<std::pair<std::string, std::string>> ApiService::route_table() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& r : kRouteSpecs) out.emplace_back(r.method, r.pattern);
+  return out;
+}
+
+HttpResponse error_from(const Error& e) {
+  std::map<std::string, std::string> details = e.context;
+  auto reason = e.context.find("reason");
+  if (reason != e.context.end()) {
+    const auto& r = reason->second;
+    if (r == "empty") return error_response(400, "EMPTY_FILE", e.message, details);
+    if (r == "not_an_image") return error_response(415, "NOT_AN_IMAGE", e.message, details);
+    if (r == "unsupported_format") return error_response(415, "UNSUPPORTED_FORMAT", e.message, details);
+    if (r == "too_large") return error_response(413, "FILE_TOO_LARGE", e.message, details);
+    if (r == "too_many_pixels" || r == "edge_too_long") return error_response(413, "IMAGE_TOO_LARGE", e.message, details);
+    if (r == "corrupt") return error_response(400, "CORRUPT_IMAGE", e.message, details);
+  }
+  switch (e.code) {
+    case ErrorCode::kInvalidArgument: return error_response(400, "INVALID_REQUEST", e.message, details);
+    case ErrorCode::kNotFound: return error_response(404, "NOT_FOUND", e.message, details);
+    case ErrorCode::kFailedPrecondition: return error_response(409, "CONFLICT", e.message, details);
+    case ErrorCode::kResourceExhausted: return error_response(413, "TOO_LARGE", e.message, details);
+    case ErrorCode::kUnauthenticated: return error_response(401, "UNAUTHENTICATED", e.message, details);
+    case ErrorCode::kUnavailable:
+    case ErrorCode::kTimeout: return error_response(503, "UNAVAILABLE", e.message, details);
+    default: return error_response(500, "INTERNAL", e.message, {});
+  }
+}
+
+ApiService::ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options)
+    : ctx_(ctx), bus_(bus), options_(std::move(options)) {
+  for (const auto& spec : kRouteSpecs)
+    routes_.push_back(Route{spec.method, spec.pattern, spec.spool, spec.auth,
+                            [this, fn = spec.fn](HttpRequest& r) { return (this->*fn)(r); }});
+  ctx_.metrics.describe("deeplens_http_requests_total", "counter", "HTTP requests by route and status");
+  ctx_.metrics.describe("deeplens_http_request_seconds", "histogram", "HTTP request latency by route");
+}
+
+const Route* ApiService::match(const std::string& method, const std::string& path,
+                               std::map<std::string, std::string>& params, bool& path_known) const {
+  path_known = false;
+  for (const auto& r : routes_) {
+    std::map<std::string, std::string> found;
+    size_t pi = 0, si = 0;
+    const auto& p = r.pattern;
+    bool ok = true;
+    while (ok && pi < p.size() && si <= path.size()) {
+      if (p[pi] == '{') {
+        const auto close = p.find('}', pi);
+        const std::string name = p.substr(pi + 1, close - pi - 1);
+        auto end = path.find('/', si);
+        if (end == std::string::npos) end = path.size();
+        if (end == si) ok = false;
+        found[name] = path.substr(si, end - si);
+        si = end;
+        pi = close + 1;
+      } else if (si < path.size() && p[pi] == path[si]) {
+        ++pi;
+        ++si;
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok || pi != p.size() || si != path.size()) continue;
+    path_known = true;
+    if (r.method != method) continue;
+    params = std::move(found);
+    return &r;
+  }
+  return nullptr;
+}
+
+bool ApiService::spools(const std::string& method, const std::string& path) const {
+  std::map<std::string, std::string> params;
+  bool known = false;
+  const Route* r = match(method, path, params, known);
+  return r && r->spool;
+}
+
+Result<std::string> create_api_key(MetadataStore& store, IdGenerator& ids, const std::string& tenant_id) {
+  std::string key = "dlk_";
+  for (int i = 0; i < 2; ++i)  // two UUIDv4s: 244 random bits
+    for (char c : ids.uuid_v4())
+      if (c != '-') key += c;
+  if (auto st = store.add_api_key(tenant_id, sha256_hex(key)); !st) return std::move(st).error();
+  return key;
+}
+
+Result<std::string> ApiService::authenticate(const HttpRequest& req) {
+  std::string key = req.header("x-api-key");
+  const std::string auth = req.header("authorization");
+  if (key.empty() && auth.size() > 7 && (auth.rfind("Bearer ", 0) == 0 || auth.rfind("bearer ", 0) == 0))
+    key = auth.substr(7);
+  if (key.empty())
+    return Error(ErrorCode::kUnauthenticated,
+                 "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'");
+  const std::string hash = sha256_hex(key);
+  {
+    std::lock_guard lock(auth_mu_);
+    auto it = key_cache_.find(hash);
+    if (it != key_cache_.end()) return it->second;
+  }
+  auto tenant = ctx_.store.tenant_for_key(hash);
+  if (!tenant) {
+    if (tenant.error().code == ErrorCode::kNotFound)
+      return Error(ErrorCode::kUnauthenticated, "invalid API key");
+    return std::move(tenant).error();
+  }
+  std::lock_guard lock(auth_mu_);
+  if (key_cache_.size() > 10000) key_cache_.clear();
+  key_cache_[hash] = *tenant;
+  return *tenant;
+}
+
+HttpResponse ApiService::handle(HttpRequest& req) {
+  const auto start = std::chrono::steady_clock::now();
+  bool known = false;
+  const Route* route = match(req.method, req.path, req.params, known);
+  HttpResponse res;
+  std::string route_name = route ? route->pattern : "unmatched";
+  if (!route) {
+    res = known ? error_response(405, "METHOD_NOT_ALLOWED", req.method + " is not allowed on " + req.path)
+                : error_response(404, "NOT_FOUND", "no such endpoint: " + req.path);
+  } else if (route->auth) {
+    auto tenant = authenticate(req);
+    if (!tenant) {
+      res = error_from(tenant.error());
+    } else {
+      req.tenant_id = *tenant;
+      res = route->handler(req);
+    }
+  } else {
+    res = route->handler(req);
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  ctx_.metrics.add("deeplens_http_requests_total",
+                   {{"method", req.method}, {"route", route_name}, {"status", std::to_string(res.status)}});
+  ctx_.metrics.observe("deeplens_http_request_seconds", {{"route", route_name}}, seconds);
+  if (res.status >= 500)
+    log_error("http.error", {{"path", req.path}, {"status", res.status}, {"body", res.body}});
+  return res;
+}
+
+// ------------------------------------------------------------------------------------------------
+
+HttpResponse ApiService::upload(HttpRequest& req) {
+  auto body = MultipartBody::open(req.body_file, req.header("content-type"));
+  if (!body) return error_response(400, "INVALID_MULTIPART", body.error().message);
+  const MultipartPart* file = (*body)->find("file");
+  if (!file)
+    return error_response(400, "MISSING_FILE", "the form has no 'file' part with the image", {{"field", "file"}});
+  if (file->data.empty()) return error_response(400, "EMPTY_FILE", "the uploaded file is empty", {{"field", "file"}});
+
+  ProcessingOptions options;
+  if (const auto* po = (*body)->find("processingOptions")) {
+    auto j = json::parse(po->data, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return error_response(400, "INVALID_PROCESSING_OPTIONS", "processingOptions must be a JSON object",
+                            {{"field", "processingOptions"}});
+    if (j.contains("models")) {
+      if (!j["models"].is_array() || j["models"].empty())
+        return error_response(400, "INVALID_PROCESSING_OPTIONS", "processingOptions.models must be a non-empty array of model names",
+                              {{"field", "processingOptions.models"}});
+      for (const auto& m : j["models"]) {
+        if (!m.is_string())
+          return error_response(400, "INVALID_PROCESSING_OPTIONS", "processingOptions.models must hold strings",
+                                {{"field", "processingOptions.models"}});
+        const auto name = m.get<std::string>();
+        if (std::find(options_.models.begin(), options_.models.end(), name) == options_.models.end()) {
+          std::string known;
+          for (const auto& k : options_.models) known += (known.empty() ? "" : ", ") + k;
+          return error_response(400, "UNKNOWN_MODEL", "model '" + name + "' is not configured; available: " + known,
+                                {{"field", "processingOptions.models"}, {"model", name}});
+        }
+        if (std::find(options.models.begin(), options.models.end(), name) == options.models.end())
+          options.models.push_back(name);
+      }
+    }
+    if (j.contains("priority")) {
+      const auto& p = j["priority"];
+      if (!p.is_string() || (p != "high" && p != "normal" && p != "low"))
+        return error_response(400, "INVALID_PROCESSING_OPTIONS", "processingOptions.priority must be high, normal or low",
+                              {{"field", "processingOptions.priority"}});
+      options.priority = p == "high" ? Priority::kHigh : p == "low" ? Priority::kLow : Priority::kNormal;
+    }
+    for (const char* flag : {"skipDuplicateCheck", "generateThumbnail"}) {
+      if (!j.contains(flag)) continue;
+      if (!j[flag].is_boolean())
+        return error_response(400, "INVALID_PROCESSING_OPTIONS", std::string("processingOptions.") + flag + " must be a boolean",
+                              {{"field", std::string("processingOptions.") + flag}});
+      (std::string(flag) == "skipDuplicateCheck" ? options.skip_duplicate_check : options.generate_thumbnail) =
+          j[flag].get<bool>();
+    }
+  }
+  if (options.models.empty()) options.models = {options_.default_model};
+
+  if (static_cast<int64_t>(file->data.size()) > options_.limits.max_bytes)
+    return error_response(413, "FILE_TOO_LARGE",
+                          "the file has " + std::to_string(file->data.size()) + " bytes; the limit is " +
+                              std::to_string(options_.limits.max_bytes),
+                          {{"field", "file"}});
+
+  auto writer = ctx_.blobs.begin_write();
+  if (!writer) return error_from(writer.error());
+  Sha256 hash;
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t off = 0; off < file->data.size(); off += kChunk) {
+    auto chunk = file->data.substr(off, kChunk);
+    hash.update(chunk);
+    if (auto st = (*writer)->write(std::span(reinterpret_cast<const uint8_t*>(chunk.data()), chunk.size())); !st)
+      return error_from(st.error());
+  }
+  auto info = probe_file((*writer)->temp_path(), options_.limits);
+  if (!info) return error_from(info.error());
+
+  UploadRequest up;
+  up.tenant_id = req.tenant_id;
+  std::string name = file->filename;
+  if (const auto* fn = (*body)->find("fileName"); fn && !fn->data.empty()) name = std::string(fn->data);
+  up.file_name = sanitize_file_name(name);
+  if (const auto* by = (*body)->find("uploadedBy")) up.uploaded_by = sanitize_file_name(by->data);
+  up.options = options;
+  up.idempotency_key = req.header("idempotency-key").substr(0, 200);
+  up.sha256 = hash.hex_digest();
+  up.info = std::move(info).value();
+  up.blob = std::move(writer).value();
+  auto outcome = accept_upload(ctx_, std::move(up));
+  if (!outcome) return error_from(outcome.error());
+
+  const auto& image = outcome->image;
+  ojson j;
+  j["imageId"] = image.image_id;
+  if (outcome->kind == CreateImageOutcome::Kind::kDuplicate) {
+    j["status"] = image_status_name(image.status);
+    j["message"] = "An identical image was already uploaded; returning it. Set processingOptions.skipDuplicateCheck to store a copy.";
+    j["duplicate"] = true;
+    j["statusCheckUrl"] = image_url(image.image_id) + "/status";
+    return json_response(200, j.dump());
+  }
+  auto fx = ctx_.store.recent_step_duration_ms("feature_extraction", 50);
+  auto vx = ctx_.store.recent_step_duration_ms("vector_indexing", 50);
+  const double per_model = (fx && *fx ? **fx : 500.0) + (vx && *vx ? **vx : 50.0);
+  j["status"] = "uploaded";
+  j["message"] = "Image uploaded successfully. Processing started.";
+  j["estimatedProcessingTime"] = human_estimate(per_model * static_cast<double>(image.models.size()));
+  j["statusCheckUrl"] = image_url(image.image_id) + "/status";
+  if (outcome->kind == CreateImageOutcome::Kind::kIdempotentReplay) j["idempotentReplay"] = true;
+  HttpResponse res = json_response(202, j.dump());
+  res.headers.emplace_back("Location", image_url(image.image_id));
+  return res;
+}
+
+HttpResponse ApiService::status(HttpRequest& req) {
+  auto view = load_status(ctx_.store, req.tenant_id, req.params["id"]);
+  if (!view) {
+    if (view.error().code == ErrorCode::kNotFound) return not_found_image(req.params["id"]);
+    return error_from(view.error());
+  }
+  return json_response(200, status_json(*view));
+}
+
+HttpResponse ApiService::get_image(HttpRequest& req) {
+  auto image = ctx_.store.get_image(req.tenant_id, req.params["id"]);
+  if (!image) return image.error().code == ErrorCode::kNotFound ? not_found_image(req.params["id"]) : error_from(image.error());
+  return json_response(200, image_json(*image).dump());
+}
+
+HttpResponse ApiService::get_content(HttpRequest& req) {
+  auto image = ctx_.store.get_image(req.tenant_id, req.params["id"]);
+  if (!image) return image.error().code == ErrorCode::kNotFound ? not_found_image(req.params["id"]) : error_from(image.error());
+  auto bytes = ctx_.blobs.read(image->storage_path);
+  if (!bytes) return error_from(bytes.error());
+  HttpResponse res{200, image->content_type, std::move(bytes).value(), {}};
+  res.headers.emplace_back("Cache-Control", "private, max-age=31536000, immutable");
+  return res;
+}
+
+HttpResponse ApiService::get_thumbnail(HttpRequest& req) {
+  auto image = ctx_.store.get_image(req.tenant_id, req.params["id"]);
+  if (!image) return image.error().code == ErrorCode::kNotFound ? not_found_image(req.params["id"]) : error_from(image.error());
+  if (image->thumbnail_path.empty())
+    return error_response(404, "THUMBNAIL_NOT_FOUND", "this image has no thumbnail (yet)", {{"imageId", image->image_id}});
+  auto bytes = ctx_.blobs.read(image->thumbnail_path);
+  if (!bytes) return error_from(bytes.error());
+  return HttpResponse{200, "image/jpeg", std::move(bytes).value(), {{"Cache-Control", "private, max-age=3600"}}};
+}
+
+HttpResponse ApiService::list_images(HttpRequest& req) {
+  std::optional<ImageStatus> status;
+  if (auto it = req.query.find("status"); it != req.query.end() && !it->second.empty()) {
+    status = parse_image_status(it->second);
+    if (!status)
+      return error_response(400, "INVALID_REQUEST", "status must be uploaded, processing, completed or failed",
+                            {{"field", "status"}});
+  }
+  int limit = 50;
+  if (auto it = req.query.find("limit"); it != req.query.end()) {
+    try {
+      limit = std::stoi(it->second);
+    } catch (...) {
+      limit = -1;
+    }
+    if (limit < 1 || limit > 500)
+      return error_response(400, "INVALID_REQUEST", "limit must be an integer from 1 to 500", {{"field", "limit"}});
+  }
+  auto page = ctx_.store.list_images(req.tenant_id, status, limit, req.query["cursor"]);
+  if (!page) return error_from(page.error());
+  ojson j;
+  j["images"] = ojson::array();
+  for (const auto& img : page->images) j["images"].push_back(image_json(img));
+  j["nextCursor"] = page->next_cursor.empty() ? json(nullptr) : json(page->next_cursor);
+  return json_response(200, j.dump());
+}
+
+HttpResponse ApiService::delete_image(HttpRequest& req) {
+  const std::string id = req.params["id"];
+  auto image = ctx_.store.get_image(req.tenant_id, id);
+  if (!image) {
+    if (image.error().code == ErrorCode::kNotFound) return HttpResponse{204, "application/json", "", {}};  // idempotent
+    return error_from(image.error());
+  }
+  // Rows first, so the pipeline stops touching the image; then its vectors and blobs.
+  if (auto st = ctx_.store.delete_image(req.tenant_id, id); !st && st.error().code != ErrorCode::kNotFound)
+    return error_from(st.error());
+  for (const auto& model : image->models)
+    if (VectorIndex* index = ctx_.vectors.find_collection(collection_name(req.tenant_id, model)))
+      if (auto st = index->remove(id); !st) log_warn("delete.vector_failed", {{"imageId", id}, {"error", st.error().to_string()}});
+  for (const auto& key : {image->storage_path, image->thumbnail_path})
+    if (!key.empty())
+      if (auto st = ctx_.blobs.remove(key); !st) log_warn("delete.blob_failed", {{"imageId", id}, {"error", st.error().to_string()}});
+  log_info("image.deleted", {{"tenantId", req.tenant_id}, {"imageId", id}});
+  return HttpResponse{204, "application/json", "", {}};
+}
+
+HttpResponse ApiService::search(HttpRequest& req) {
+  SearchQuery q;
+  q.tenant_id = req.tenant_id;
+  q.model = options_.default_model;
+  auto number_field = [](const std::string& text, double& out) {
+    try {
+      size_t used = 0;
+      out = std::stod(text, &used);
+      return used == text.size();
+    } catch (...) {
+      return false;
+    }
+  };
+  const std::string content_type = req.header("content-type");
+  std::unique_ptr<MultipartBody> multipart;
+  if (!multipart_boundary(content_type).empty()) {
+    auto body = MultipartBody::open(req.body_file, content_type);
+    if (!body) return error_response(400, "INVALID_MULTIPART", body.error().message);
+    multipart = std::move(body).value();
+    const auto* file = multipart->find("file");
+    if (!file || file->data.empty())
+      return error_response(400, "MISSING_FILE", "search by image needs a non-empty 'file' part", {{"field", "file"}});
+    q.image_bytes = std::string(file->data);
+    if (const auto* m = multipart->find("model"); m && !m->data.empty()) q.model = std::string(m->data);
+    double v = 0;
+    if (const auto* k = multipart->find("topK")) {
+      if (!number_field(std::string(k->data), v) || v != static_cast<int>(v))
+        return error_response(400, "INVALID_REQUEST", "topK must be an integer", {{"field", "topK"}});
+      q.top_k = v < 0 ? 0 : static_cast<size_t>(v);
+    }
+    if (const auto* s = multipart->find("minScore")) {
+      if (!number_field(std::string(s->data), v))
+        return error_response(400, "INVALID_REQUEST", "minScore must be a number", {{"field", "minScore"}});
+      q.min_score = static_cast<float>(v);
+    }
+  } else {
+    std::string text = req.body;
+    if (text.empty() && !req.body_file.empty()) {
+      std::error_code ec;
+      if (std::filesystem::file_size(req.body_file, ec) > (1u << 20))
+        return error_response(413, "PAYLOAD_TOO_LARGE", "a JSON search request is limited to 1 MiB");
+      std::ifstream in(req.body_file, std::ios::binary);
+      text.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    auto j = json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      return error_response(400, "INVALID_REQUEST", "send multipart/form-data with a 'file', or a JSON object with 'imageId'");
+    if (!j.contains("imageId") || !j["imageId"].is_string())
+      return error_response(400, "INVALID_REQUEST", "imageId (string) is required in a JSON search", {{"field", "imageId"}});
+    q.image_id = j["imageId"].get<std::string>();
+    if (j.contains("model")) {
+      if (!j["model"].is_string()) return error_response(400, "INVALID_REQUEST", "model must be a string", {{"field", "model"}});
+      q.model = j["model"].get<std::string>();
+    }
+    if (j.contains("topK")) {
+      if (!j["topK"].is_number_integer()) return error_response(400, "INVALID_REQUEST", "topK must be an integer", {{"field", "topK"}});
+      const auto k = j["topK"].get<int64_t>();
+      q.top_k = k < 0 ? 0 : static_cast<size_t>(k);
+    }
+    if (j.contains("minScore")) {
+      if (!j["minScore"].is_number()) return error_response(400, "INVALID_REQUEST", "minScore must be a number", {{"field", "minScore"}});
+      q.min_score = j["minScore"].get<float>();
+    }
+  }
+  auto result = search_images(ctx_, q);
+  if (!result) {
+    const auto& e = result.error();
+    auto field = e.context.find("field");
+    if (e.code == ErrorCode::kNotFound && field != e.context.end() && field->second == "model")
+      return error_response(400, "UNKNOWN_MODEL", e.message, e.context);
+    if (e.code == ErrorCode::kNotFound) return error_response(404, "IMAGE_NOT_FOUND", e.message, e.context);
+    if (e.code == ErrorCode::kFailedPrecondition) return error_response(409, "NOT_INDEXED", e.message, e.context);
+    return error_from(e);
+  }
+  ojson j;
+  j["model"] = result->model;
+  j["collection"] = result->collection;
+  j["extractionMs"] = result->extraction_ms;
+  j["searchMs"] = result->search_ms;
+  j["results"] = ojson::array();
+  for (const auto& r : result->results) {
+    ojson item;
+    item["imageId"] = r.image_id;
+    item["score"] = r.score;
+    item["fileName"] = r.image.file_name;
+    item["thumbnailUrl"] = r.image.thumbnail_path.empty() ? json(nullptr) : json(image_url(r.image_id) + "/thumbnail");
+    item["contentUrl"] = image_url(r.image_id) + "/content";
+    j["results"].push_back(std::move(item));
+  }
+  return json_response(200, j.dump());
+}
+
+HttpResponse ApiService::healthz(HttpRequest&) { return json_response(200, R"({"status":"ok"})"); }
+
+HttpResponse ApiService::readyz(HttpRequest&) {
+  ojson checks;
+  bool ready = true;
+  auto check = [&](const char* name, const Status& st) {
+    checks[name] = st ? "ok" : st.error().message;
+    ready = ready && st.ok();
+  };
+  check("metadata", ctx_.store.ping());
+  check("bus", bus_.ping());
+  check("blobs", ctx_.blobs.ping());
+  ojson j;
+  j["status"] = ready ? "ready" : "unavailable";
+  j["checks"] = checks;
+  return json_response(ready ? 200 : 503, j.dump());
+}
+
+HttpResponse ApiService::metrics(HttpRequest&) {
+  return HttpResponse{200, "text/plain; version=0.0.4", ctx_.metrics.render(), {}};
+}
+
+}  // namespace deeplens::api

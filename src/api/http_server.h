@@ -1,0 +1,57 @@
+// HttpServer: HTTP/1.1 on Boost.Beast/Asio — asynchronous, keep-alive, a pool of worker threads,
+// limits on header and body size, header/body/idle timeouts, graceful shutdown.
+//
+// Bodies: requests whose route asks for spooling (multipart uploads) are streamed to a temp file
+// under spool_dir and never held in memory; other bodies are read into a string up to
+// max_small_body_bytes. A body over its limit is refused with 413 before it is read (when
+// Content-Length says so) or as soon as the limit is crossed.
+//
+// Shutdown (stop): the acceptor closes, requests in flight finish and are answered with
+// "Connection: close", idle keep-alive connections close; then the threads exit.
+// Thread-safety: start/stop from one thread; the handler is called concurrently from the pool.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "api/http.h"
+#include "common/result.h"
+
+namespace deeplens::api {
+
+struct HttpServerOptions {
+  std::string listen = "127.0.0.1:8080";  // server.listen; port 0 picks a free port
+  int threads = 4;                         // server.threads
+  uint64_t max_body_bytes = 64ull << 20;   // server.max_body_bytes (uploads, spooled)
+  uint64_t max_small_body_bytes = 1 << 20; // JSON bodies
+  uint32_t max_header_bytes = 16 << 10;
+  std::chrono::seconds header_timeout{10};   // server.header_timeout_s
+  std::chrono::seconds body_timeout{120};    // server.body_timeout_s
+  std::chrono::seconds idle_timeout{60};     // keep-alive
+  std::chrono::seconds drain_timeout{20};    // stop() waits this long for requests in flight
+  std::filesystem::path spool_dir;           // where spooled bodies go (must exist)
+};
+
+class HttpServer {
+ public:
+  using Handler = std::function<HttpResponse(HttpRequest&)>;
+  // Decides from the headers whether a request's body is spooled to a file.
+  using SpoolPredicate = std::function<bool(const std::string& method, const std::string& path)>;
+
+  HttpServer(HttpServerOptions options, Handler handler, SpoolPredicate spool);
+  ~HttpServer();
+
+  Status start();
+  uint16_t port() const;
+  void stop();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace deeplens::api

@@ -1,0 +1,115 @@
+#include "app/runtime.h"
+
+#include "app/models.h"
+#include "app/settings.h"
+#include "common/log.h"
+#include "common/sha256.h"
+#include "imaging/image.h"
+
+namespace deeplens::app {
+
+ImageLimits image_limits(const Config& c) {
+  ImageLimits l;
+  l.max_bytes = c.integer("upload.max_bytes");
+  l.max_pixels = c.integer("upload.max_pixels");
+  l.max_edge = static_cast<int>(c.integer("upload.max_edge"));
+  return l;
+}
+
+api::HttpServerOptions server_options(const Config& c) {
+  api::HttpServerOptions o;
+  o.listen = c.str("server.listen");
+  o.threads = static_cast<int>(c.integer("server.threads"));
+  o.max_body_bytes = static_cast<uint64_t>(c.integer("server.max_body_bytes"));
+  o.header_timeout = std::chrono::seconds(c.integer("server.header_timeout_s"));
+  o.body_timeout = std::chrono::seconds(c.integer("server.body_timeout_s"));
+  o.spool_dir = std::filesystem::path(c.str("data_dir")) / "spool";
+  return o;
+}
+
+api::ApiOptions api_options(const Config& c, const ModelRegistry& models) {
+  api::ApiOptions o;
+  o.default_model = models.default_model();
+  o.models = models.names();
+  o.limits = image_limits(c);
+  return o;
+}
+
+bool valid_tenant_slug(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, RuntimeParts parts) {
+  auto config = load_config(flags);
+  if (!config) return std::move(config).error();
+  auto logging = log_options(*config);
+  if (!logging) return std::move(logging).error();
+  init_logging(*logging);
+  auto rt = std::make_unique<Runtime>(std::move(config).value());
+  const Config& c = rt->config;
+  for (const char* key : {"server.threads", "upload.max_bytes", "upload.max_pixels", "upload.max_edge",
+                          "pipeline.max_attempts", "pipeline.extract_workers", "pipeline.extract_batch",
+                          "pipeline.index_workers"})
+    if (c.integer(key) < 1)
+      return Error(ErrorCode::kInvalidArgument, std::string("config key '") + key + "' (" + c.origin(key) + "): must be >= 1")
+          .with("key", key);
+
+  NodeOptions o;
+  o.data_dir = c.str("data_dir");
+  o.pipeline.retry = RetryPolicy{static_cast<int>(c.integer("pipeline.max_attempts")), c.integer("pipeline.backoff_ms"), 1};
+  o.pipeline.limits = image_limits(c);
+  o.run.extract_members = static_cast<int>(c.integer("pipeline.extract_workers"));
+  o.run.index_members = static_cast<int>(c.integer("pipeline.index_workers"));
+  o.run.extract_batch = static_cast<size_t>(c.integer("pipeline.extract_batch"));
+  ModelLookup lookup = [](const std::string&) -> Extractor* { return nullptr; };
+  if (parts == RuntimeParts::kFull) {
+    if (auto st = init_imaging(); !st) return std::move(st).error();
+    ModelRegistryOptions mo;
+    std::string file = flags.config_file;
+    if (file.empty())
+      if (const char* env = std::getenv("DEEPLENS_CONFIG")) file = env;
+    if (!file.empty()) mo.base_dir = std::filesystem::path(file).parent_path();
+    auto models = build_model_registry(c.sections("models"), mo);
+    if (!models) return std::move(models).error();
+    rt->models = std::move(models).value();
+    lookup = [reg = rt->models.get()](const std::string& name) { return reg->find(name); };
+  } else {
+    o.open_vectors = false;
+  }
+  auto node = Node::open(o, std::move(lookup), rt->clock, rt->random);
+  if (!node) return std::move(node).error();
+  rt->node = std::move(node).value();
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(c.str("data_dir")) / "spool", ec);
+  return rt;
+}
+
+Result<std::string> ensure_default_tenant(Runtime& rt) {
+  const std::string tenant = rt.config.str("auth.default_tenant");
+  if (!valid_tenant_slug(tenant))
+    return Error(ErrorCode::kInvalidArgument, "config key 'auth.default_tenant': '" + tenant +
+                                                  "' is not a valid tenant slug ([a-z0-9-], at most 63 characters)")
+        .with("key", "auth.default_tenant");
+  auto& store = rt.node->store();
+  bool created = false;
+  if (auto existing = store.get_tenant(tenant); !existing) {
+    if (existing.error().code != ErrorCode::kNotFound) return std::move(existing).error();
+    if (auto st = store.create_tenant(Tenant{tenant, rt.clock.now()}); !st) return std::move(st).error();
+    created = true;
+  }
+  const std::string configured = rt.config.str("auth.default_key");
+  if (!configured.empty()) {
+    if (auto st = store.add_api_key(tenant, sha256_hex(configured)); !st) return std::move(st).error();
+    return std::string();
+  }
+  if (!created) return std::string();
+  return api::create_api_key(store, rt.node->ids(), tenant);
+}
+
+}  // namespace deeplens::app

@@ -1,0 +1,42 @@
+// Runtime: what every server-side subcommand needs, built from the configuration in one place —
+// logging, libvips, the model registry and the Node (backends + stages). Also the small parsers
+// from config keys to component option structs.
+#pragma once
+
+#include <memory>
+
+#include "api/api_service.h"
+#include "api/http_server.h"
+#include "app/global_flags.h"
+#include "app/node.h"
+#include "common/config.h"
+#include "features/model_registry.h"
+
+namespace deeplens::app {
+
+struct Runtime {
+  explicit Runtime(Config c) : config(std::move(c)) {}
+  Config config;
+  SystemClock clock;
+  SystemRandom random;
+  std::unique_ptr<ModelRegistry> models;
+  std::unique_ptr<Node> node;
+};
+
+enum class RuntimeParts { kOperator, kFull };  // kOperator: metadata only (no models, no vectors)
+
+// Loads config, initialises logging/imaging/models and opens the node. Errors name the key.
+Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, RuntimeParts parts);
+
+api::HttpServerOptions server_options(const Config& c);
+api::ApiOptions api_options(const Config& c, const ModelRegistry& models);
+ImageLimits image_limits(const Config& c);
+
+// Creates the default tenant on first start and makes sure it has a key; returns a key to print
+// when one was generated now ("" when the key came from configuration or already existed).
+Result<std::string> ensure_default_tenant(Runtime& rt);
+
+// [a-z0-9][a-z0-9-]{0,62}
+bool valid_tenant_slug(const std::string& slug);
+
+}  // namespace deeplens::app

@@ -1,0 +1,67 @@
+// Visual search: the images of one tenant most similar to a query image, by one model's vectors.
+// The query is either an image (encoded bytes: probed, decoded and run through the model here) or
+// the id of an image the tenant already has (its stored vector is reused, and it is left out of
+// its own results). Hits come from the collection collection_name(tenant, model) and are enriched
+// with the tenant's ImageRecord from the MetadataStore; a hit without a record in the tenant's
+// store (the image was deleted while its vector lingers, or it belongs to another tenant whose id
+// has the same collection slug) is skipped, and the index is asked for more so that top_k results
+// still come back when they exist.
+//
+// Errors (Error::context["field"] names the request field at fault, in the API's spelling):
+//   kInvalidArgument   "tenantId" empty; "image" neither or both of image_bytes / image_id;
+//                      "topK" outside 1..1000; "minScore" outside [-1, 1] or NaN; "model" empty
+//   kNotFound          "model" unknown; "imageId" no such image in the tenant (other tenants'
+//                      images are indistinguishable from absent ones)
+//   kFailedPrecondition "imageId" the image exists but has no vector for the model (not indexed
+//                      yet, failed, or processed with other models)
+//   imaging errors     the query bytes' probe/decode error unchanged (context "reason":
+//                      "not_an_image", "too_large", "corrupt" ...), so the API maps it as for uploads
+//   other codes        a backend or the extractor failed (kUnavailable, kIoError ...)
+// A collection that does not exist yet (nothing indexed for this tenant and model) gives an empty
+// result, not an error, when searching by image bytes.
+//
+// Ownership: search_images keeps nothing; the response owns copies of everything it returns.
+// Thread-safety: search_images may be called from any number of threads at once (the backends
+// and extractors behind PipelineContext are thread-safe; this code has no state of its own).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "pipeline/context.h"
+#include "store/metadata_store.h"
+
+namespace deeplens {
+
+inline constexpr size_t kMaxSearchTopK = 1000;
+
+struct SearchQuery {
+  std::string tenant_id;
+  std::string model;     // a registered model name (the API fills in the default)
+  size_t top_k = 10;     // 1..kMaxSearchTopK
+  float min_score = 0;   // cosine similarity threshold in [-1, 1]
+  // Exactly one of:
+  std::string image_bytes;  // an encoded image (JPEG, PNG, ...), checked like an upload
+  std::string image_id;     // an image of the tenant already indexed for `model`
+};
+
+struct SearchResultItem {
+  std::string image_id;
+  float score = 0;    // cosine similarity in [-1, 1], higher is closer
+  ImageRecord image;  // file name, thumbnail path, size ... as stored for the tenant
+};
+
+struct SearchResponse {
+  std::vector<SearchResultItem> results;  // best first, at most top_k, all with score >= min_score
+  std::string model;                      // the model's name as registered
+  std::string collection;                 // collection_name(tenant, model)
+  int64_t extraction_ms = 0;              // probe + decode + extract of the query image; 0 by id
+  int64_t search_ms = 0;                  // vector lookup, index search and enrichment
+};
+
+Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q);
+
+}  // namespace deeplens
