@@ -3,6 +3,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <limits>
 #include <list>
 #include <mutex>
 #include <optional>
@@ -59,7 +60,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     if (server_.draining) return close();
     header_.emplace();
     header_->header_limit(server_.options.max_header_bytes);
-    header_->body_limit(server_.options.max_body_bytes);
+    header_->body_limit(std::numeric_limits<std::uint64_t>::max());  // checked per route in on_header
     stream_.expires_after(buffer_.size() > 0 ? server_.options.header_timeout : server_.options.idle_timeout);
     http::async_read_header(stream_, buffer_, *header_,
                             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
@@ -84,8 +85,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     path_ = url_decode(std::string_view(target_).substr(0, q), false);
     const bool spool = server_.spool && server_.spool(method_, path_);
     const uint64_t limit = spool ? server_.options.max_body_bytes : server_.options.max_small_body_bytes;
-    if (auto length = header_->content_length(); length && *length > limit)
+    if (auto length = header_->content_length(); length && *length > limit) {
+      linger_ = true;  // let the client finish sending so it can read the 413
       return respond(too_large(limit), false);
+    }
     if (header_->is_done()) return handle({});
     if (beast::iequals(msg[http::field::expect], "100-continue")) {
       auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, msg.version());
@@ -110,7 +113,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       if (ec) return respond(error_response(500, "INTERNAL", "cannot spool request body: " + ec.message()), false);
       http::async_read(stream_, buffer_, *file_, [self = shared_from_this(), limit](beast::error_code e, size_t) {
         self->file_->get().body().close();
-        if (e == http::error::body_limit) return self->respond(self->too_large(limit), false);
+        if (e == http::error::body_limit) {
+          self->linger_ = true;
+          return self->respond(self->too_large(limit), false);
+        }
         if (e) return self->close();
         self->handle({});
       });
@@ -118,7 +124,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       text_.emplace(std::move(*header_));
       text_->body_limit(limit);
       http::async_read(stream_, buffer_, *text_, [self = shared_from_this(), limit](beast::error_code e, size_t) {
-        if (e == http::error::body_limit) return self->respond(self->too_large(limit), false);
+        if (e == http::error::body_limit) {
+          self->linger_ = true;
+          return self->respond(self->too_large(limit), false);
+        }
         if (e) return self->close();
         self->handle(std::move(self->text_->get().body()));
       });
@@ -177,7 +186,9 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     out->prepare_payload();
     stream_.expires_after(server_.options.body_timeout);
     http::async_write(stream_, *out, [self = shared_from_this(), out, keep_alive](beast::error_code ec, size_t) {
+      if (ec == http::error::end_of_stream) ec = {};  // Beast's way of saying "now close"
       self->finish_request();
+      if (!ec && self->linger_) return self->linger_close();
       if (ec || !keep_alive) return self->close();
       self->header_.reset();
       self->text_.reset();
@@ -192,6 +203,24 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       counted_ = false;
       --server_.in_flight;
     }
+  }
+
+  // After refusing a body: stop sending, read and discard what the client still sends (bounded in
+  // time and bytes), then close — so the client sees our response instead of a broken pipe.
+  void linger_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.expires_after(std::chrono::seconds(5));
+    discard_.resize(64 * 1024);
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->drained_ += n;
+      if (ec || self->drained_ > self->server_.options.max_body_bytes * 2) return self->close();
+      self->drain();
+    });
   }
 
   void close() {
@@ -219,6 +248,9 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   bool busy_ = false;
   bool counted_ = false;
   bool closed_ = false;
+  bool linger_ = false;
+  std::vector<char> discard_;
+  uint64_t drained_ = 0;
 };
 
 void HttpServer::Impl::do_accept() {

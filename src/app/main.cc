@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   CLI::App root{"DeepLens: image ingestion and visual search on an asynchronous event pipeline."};
   root.set_version_flag("--version", std::string("deeplens ") + DEEPLENS_VERSION);
   root.require_subcommand(1);
+  root.fallthrough();  // --config and --set may also follow the subcommand
   root.footer("Configuration: defaults < --config FILE (TOML) < DEEPLENS_* environment < --set key=value.\n"
               "Run `deeplens config` to see every key. Docs: README.md and ARCHITECTURE.md.");
   GlobalFlags flags;

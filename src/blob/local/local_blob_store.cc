@@ -109,8 +109,11 @@ Result<std::unique_ptr<LocalBlobStore>> LocalBlobStore::open(const fs::path& roo
   std::error_code ec;
   fs::create_directories(root / ".tmp", ec);
   if (ec) return io_error("create blob root", root, ec.value());
-  // Temp files are uploads that never committed (crash or abort): nothing refers to them.
-  for (const auto& entry : fs::directory_iterator(root / ".tmp", ec)) fs::remove(entry.path(), ec);
+  // Temp files are uploads that never committed (crash or abort): nothing refers to them. Only
+  // old ones go: another process (a running server) may be writing fresh ones right now.
+  const auto cutoff = fs::file_time_type::clock::now() - std::chrono::hours(1);
+  for (const auto& entry : fs::directory_iterator(root / ".tmp", ec))
+    if (entry.last_write_time(ec) < cutoff) fs::remove(entry.path(), ec);
   return std::unique_ptr<LocalBlobStore>(new LocalBlobStore(fs::absolute(root), random));
 }
 

@@ -1,5 +1,5 @@
 // BlobStore on the local filesystem under one root directory. Temp files live in <root>/.tmp and
-// are swept at open (left by a crash before commit). Keys are validated: no "..", no absolute
+// older than an hour are swept at open (left by a crash before commit). Keys are validated: no "..", no absolute
 // paths, only [A-Za-z0-9._/-].
 //
 // Thread-safe.

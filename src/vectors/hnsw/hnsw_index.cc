@@ -100,7 +100,8 @@ struct HnswIndex::Pending {
   std::string_view id;
   const float* vector = nullptr;
   uint64_t label = 0;
-  bool skip = false;  // replaces an identical vector: nothing to do in the graph
+  bool update = false;  // the label is already in the graph (a replacement or a reused slot)
+  bool skip = false;    // replaces an identical vector: nothing to do in the graph
 };
 
 HnswIndex::HnswIndex(std::string dir, std::string name, size_t dimension, const HnswOptions& options)
@@ -439,6 +440,7 @@ Status HnswIndex::apply_upserts_locked(std::vector<Pending>& items) {
   for (auto& item : items) {
     if (auto it = label_of_.find(item.id); it != label_of_.end()) {
       item.label = it->second;
+      item.update = true;
       // At-least-once delivery re-sends the same vector; the graph need not be touched then.
       item.skip = graph_->copy_vector(item.label, current.data()) &&
                   std::memcmp(current.data(), item.vector, dimension_ * sizeof(float)) == 0;
@@ -447,6 +449,7 @@ Status HnswIndex::apply_upserts_locked(std::vector<Pending>& items) {
     if (!free_labels_.empty()) {
       item.label = free_labels_.back();
       free_labels_.pop_back();
+      item.update = true;
     } else {
       item.label = next_label_++;
       id_of_label_.emplace_back();
@@ -456,24 +459,26 @@ Status HnswIndex::apply_upserts_locked(std::vector<Pending>& items) {
   }
   count_ = label_of_.size();
 
-  std::vector<const Pending*> work;
-  work.reserve(items.size());
+  // New elements are inserted in parallel (hnswlib's addPoint is built for that). Replacements
+  // and reused slots go through hnswlib's update path, which rewrites an element's links without
+  // its lock, so they run one at a time afterwards.
+  std::vector<const Pending*> fresh_items, updates;
   for (const auto& item : items) {
-    if (!item.skip) work.push_back(&item);
+    if (!item.skip) (item.update ? updates : fresh_items).push_back(&item);
   }
   std::atomic<size_t> next{0};
   std::mutex error_mu;
   std::optional<Error> error;
   auto insert_all = [&] {
-    for (size_t i = next.fetch_add(1); i < work.size(); i = next.fetch_add(1)) {
-      if (Status s = graph_->add(work[i]->label, work[i]->vector); !s.ok()) {
+    for (size_t i = next.fetch_add(1); i < fresh_items.size(); i = next.fetch_add(1)) {
+      if (Status s = graph_->add(fresh_items[i]->label, fresh_items[i]->vector); !s.ok()) {
         std::lock_guard lock(error_mu);
         if (!error) error = std::move(s).error();
       }
     }
   };
   std::vector<std::thread> helpers;
-  if (work.size() >= kParallelBatchMin) {
+  if (fresh_items.size() >= kParallelBatchMin) {
     for (size_t t = 1; t < options_.insert_threads; ++t) {
       try {
         helpers.emplace_back(insert_all);
@@ -485,6 +490,9 @@ Status HnswIndex::apply_upserts_locked(std::vector<Pending>& items) {
   insert_all();
   for (auto& t : helpers) t.join();
   if (error) return *error;
+  for (const Pending* item : updates) {
+    if (Status s = graph_->add(item->label, item->vector); !s.ok()) return s;
+  }
   return ok_status();
 }
 

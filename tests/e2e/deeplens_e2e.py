@@ -1,0 +1,163 @@
+"""Shared helpers for end-to-end tests: a `deeplens serve` child process on a temp data directory
+and a free port, a small HTTP client (multipart uploads), and synthetic PNGs. Standard library
+only, run with Debian's /usr/bin/python3."""
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zlib
+
+DEELENS_BIN = os.environ.get("DEEPLENS_BINARY", "deeplens")
+SKIMAGE = "/usr/lib/python3/dist-packages/skimage/data"
+OPENCV = "/usr/share/doc/opencv-doc/examples/data"
+
+
+def png_bytes(width, height, seed=0, declared=None):
+    """A valid RGB PNG of random-ish colour blocks; `declared` overrides the IHDR size (bombs)."""
+    rng = random.Random(seed)
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    w, h = declared or (width, height)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    rows = bytearray()
+    block = [tuple(rng.randrange(256) for _ in range(3)) for _ in range(16)]
+    for y in range(height):
+        rows.append(0)
+        for x in range(width):
+            rows.extend(block[(x // 8 + y // 8) % 16])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(rows))) + chunk(b"IEND", b"")
+
+
+def multipart(fields, files):
+    boundary = "----deeplens" + uuid.uuid4().hex
+    out = bytearray()
+    for name, value in fields.items():
+        out += f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n".encode()
+        out += value.encode() if isinstance(value, str) else value
+        out += b"\r\n"
+    for name, (filename, data) in files.items():
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{filename}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        out += data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return bytes(out), f"multipart/form-data; boundary={boundary}"
+
+
+class Reply:
+    def __init__(self, status, body, headers):
+        self.status, self.body, self.headers = status, body, headers
+
+    def json(self):
+        return json.loads(self.body)
+
+
+class Server:
+    """`deeplens serve` on a temp data dir; start() waits for its banner."""
+
+    def __init__(self, data_dir=None, extra_args=(), env=None):
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="deeplens-e2e-")
+        self.extra_args = list(extra_args)
+        self.env = dict(os.environ, **(env or {}))
+        self.proc = None
+        self.url = None
+        self.key = self.env.get("DEEPLENS_AUTH_DEFAULT_KEY")
+
+    def start(self, timeout=60):
+        self.log = open(os.path.join(self.data_dir, "serve.log"), "ab")
+        self.proc = subprocess.Popen([DEELENS_BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"]
+                                     + self.extra_args, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            line = self.proc.stdout.readline().decode()
+            if not line:
+                self.log.close()
+                raise RuntimeError(f"deeplens serve exited early ({self.proc.wait()}), see {self.data_dir}/serve.log")
+            m = re.search(r"serving on (http://\S+)", line)
+            if m:
+                self.url = m.group(1)
+            m = re.search(r"(dlk_[0-9a-f]+)", line)
+            if m:
+                self.key = m.group(1)
+            if line.startswith("Press Ctrl-C"):
+                return self
+        raise RuntimeError("deeplens serve did not start in time")
+
+    def stop(self, sig=signal.SIGTERM, timeout=60):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=timeout)
+        code = self.proc.returncode if self.proc else None
+        if self.proc:
+            self.proc.stdout.close()
+            self.log.close()
+        self.proc = None
+        return code
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def request(self, method, path, body=None, content_type=None, key="default", headers=None, timeout=60):
+        req = urllib.request.Request(self.url + path, data=body, method=method)
+        k = self.key if key == "default" else key
+        if k:
+            req.add_header("Authorization", f"Bearer {k}")
+        if content_type:
+            req.add_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            req.add_header(name, value)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return Reply(r.status, r.read(), dict(r.headers))
+        except urllib.error.HTTPError as e:
+            return Reply(e.code, e.read(), dict(e.headers))
+
+    def upload(self, data, filename="photo.jpg", fields=None, key="default", headers=None):
+        body, ctype = multipart(fields or {}, {"file": (filename, data)})
+        return self.request("POST", "/api/v1/images/upload", body, ctype, key=key, headers=headers)
+
+    def status(self, image_id, key="default"):
+        return self.request("GET", f"/api/v1/images/{image_id}/status", key=key)
+
+    def wait_status(self, image_id, wanted=("completed", "failed"), timeout=60):
+        deadline = time.time() + timeout
+        last = None
+        while time.time() < deadline:
+            r = self.status(image_id)
+            if r.status == 200:
+                last = r.json()
+                if last["status"] in wanted:
+                    return last
+            time.sleep(0.05)
+        raise AssertionError(f"{image_id} did not reach {wanted}: {last}")
+
+    def image_files(self):
+        root = os.path.join(self.data_dir, "blobs")
+        found = []
+        for dirpath, _, files in os.walk(root):
+            if "/images/" in dirpath + "/" and ".tmp" not in dirpath:
+                found += [os.path.join(dirpath, f) for f in files]
+        return found
+
+    def run_cli(self, *args):
+        return subprocess.run([DEELENS_BIN, *args, "--set", f"data_dir={self.data_dir}"] if args[0] in ("tenants", "dlq")
+                              else [DEELENS_BIN, *args], capture_output=True, text=True, env=self.env, timeout=60)
+
+
+def real_photo(name):
+    for folder in (SKIMAGE, OPENCV):
+        path = os.path.join(folder, name)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                return f.read()
+    raise FileNotFoundError(name)
