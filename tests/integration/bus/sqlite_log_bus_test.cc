@@ -1,0 +1,178 @@
+// The embedded event bus on a real SQLite file: consumer groups, partitioning by key, commits,
+// redelivery, rewind, retention and lag.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <thread>
+
+#include "bus/sqlite_log/sqlite_log_bus.h"
+#include "support/pipeline_harness.h"
+
+namespace deeplens {
+namespace {
+
+using namespace std::chrono_literals;
+
+class SqliteLogBusTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::make_temp_dir("deeplens-bus");
+    db_ = std::move(SqliteDatabase::open(dir_ / "bus.db")).value();
+    SqliteLogOptions o;
+    o.partitions = 4;
+    bus_ = std::move(SqliteLogBus::open(*db_, clock_, random_, o)).value();
+  }
+  void TearDown() override {
+    bus_.reset();
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  std::unique_ptr<Consumer> consumer(const std::string& group, size_t batch = 100) {
+    ConsumerOptions o;
+    o.group = group;
+    o.topics = {"t"};
+    o.max_batch = batch;
+    return std::move(bus_->subscribe(o)).value();
+  }
+  void publish(const std::string& key, const std::string& payload) {
+    ASSERT_TRUE(bus_->publish({"t", key, payload, {{"eventType", "x"}, {"tenantId", "acme"}}}).ok());
+  }
+  std::vector<BusMessage> drain(Consumer& c, size_t want, std::chrono::milliseconds deadline = 5s) {
+    std::vector<BusMessage> got;
+    testing::wait_until([&] {
+      auto batch = c.poll(50ms);
+      if (batch) got.insert(got.end(), batch->begin(), batch->end());
+      return got.size() >= want;
+    }, deadline);
+    return got;
+  }
+
+  std::filesystem::path dir_;
+  SystemClock clock_;
+  SystemRandom random_;
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<SqliteLogBus> bus_;
+};
+
+TEST_F(SqliteLogBusTest, DeliversKeyHeadersAndPayload) {
+  auto c = consumer("g");
+  publish("img_1", "hello");
+  auto got = drain(*c, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].key, "img_1");
+  EXPECT_EQ(got[0].payload, "hello");
+  EXPECT_EQ(got[0].header("tenantId"), "acme");
+  EXPECT_EQ(got[0].partition, bus_->partition_for("img_1"));
+}
+
+TEST_F(SqliteLogBusTest, TwoMembersOfAGroupSplitTheKeysAndKeepPerKeyOrder) {
+  auto a = consumer("g");
+  auto b = consumer("g");
+  for (int i = 0; i < 40; ++i) publish("key-" + std::to_string(i % 8), std::to_string(i));
+  std::vector<BusMessage> got_a, got_b;
+  ASSERT_TRUE(testing::wait_until([&] {
+    for (auto* pair : {std::make_pair(a.get(), &got_a), std::make_pair(b.get(), &got_b)}) {
+      auto batch = pair.first->poll(20ms);
+      if (batch)
+        for (auto& m : *batch) {
+          pair.second->push_back(m);
+          EXPECT_TRUE(pair.first->commit(m).ok());
+        }
+    }
+    return got_a.size() + got_b.size() == 40;
+  }, 10s));
+  EXPECT_FALSE(got_a.empty());
+  EXPECT_FALSE(got_b.empty());
+  std::map<std::string, std::string> owner;
+  std::map<std::string, int> last;
+  for (auto* got : {&got_a, &got_b})
+    for (const auto& m : *got) {
+      const std::string who = got == &got_a ? "a" : "b";
+      EXPECT_TRUE(owner.emplace(m.key, who).first->second == who) << m.key << " went to both members";
+      const int n = std::stoi(m.payload);
+      auto it = last.find(m.key);
+      if (it != last.end()) EXPECT_GT(n, it->second) << "order of " << m.key;
+      last[m.key] = n;
+    }
+}
+
+TEST_F(SqliteLogBusTest, UncommittedMessagesAreRedeliveredAndCommittedOnesAreNot) {
+  {
+    auto c = consumer("g");
+    for (int i = 0; i < 5; ++i) publish("k", std::to_string(i));
+    auto got = drain(*c, 5);
+    ASSERT_EQ(got.size(), 5u);
+    ASSERT_TRUE(c->commit(got[2]).ok());  // 0..2 done, 3..4 not
+    c->close();
+  }
+  auto again = consumer("g");
+  auto got = drain(*again, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].payload, "3");
+  EXPECT_EQ(got[1].payload, "4");
+}
+
+TEST_F(SqliteLogBusTest, RewindRedeliversFromTheGivenMessage) {
+  auto c = consumer("g");
+  for (int i = 0; i < 3; ++i) publish("k", std::to_string(i));
+  auto got = drain(*c, 3);
+  ASSERT_EQ(got.size(), 3u);
+  c->rewind(got[1]);
+  auto again = drain(*c, 2);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].payload, "1");
+}
+
+TEST_F(SqliteLogBusTest, EveryGroupGetsEveryMessageAndLagCountsTheRest) {
+  auto g1 = consumer("g1");
+  auto g2 = consumer("g2");
+  for (int i = 0; i < 6; ++i) publish("k" + std::to_string(i), "m");
+  auto a = drain(*g1, 6);
+  auto b = drain(*g2, 6);
+  EXPECT_EQ(a.size(), 6u);
+  EXPECT_EQ(b.size(), 6u);
+  for (const auto& m : a) ASSERT_TRUE(g1->commit(m).ok());
+  EXPECT_EQ(*bus_->lag("g1", {"t"}), 0);
+  EXPECT_EQ(*bus_->lag("g2", {"t"}), 6);
+  EXPECT_EQ(*bus_->trim(), 0) << "g2 has not consumed anything yet";
+  for (const auto& m : b) ASSERT_TRUE(g2->commit(m).ok());
+  EXPECT_EQ(*bus_->trim(), 6);
+  EXPECT_EQ(*bus_->stored_messages(), 0);
+}
+
+TEST_F(SqliteLogBusTest, PollWakesUpPromptlyOnPublishAndOnWake) {
+  auto c = consumer("g");
+  std::thread publisher([&] {
+    std::this_thread::sleep_for(100ms);
+    publish("k", "late");
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  auto got = c->poll(5s);
+  publisher.join();
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "woken by the publish, not the timeout";
+
+  std::thread waker([&] {
+    std::this_thread::sleep_for(100ms);
+    c->wake();
+  });
+  const auto t1 = std::chrono::steady_clock::now();
+  auto empty = c->poll(5s);
+  waker.join();
+  EXPECT_TRUE(empty.ok() && empty->empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 2s);
+}
+
+TEST_F(SqliteLogBusTest, BatchesAreBounded) {
+  auto c = consumer("g", 4);
+  for (int i = 0; i < 10; ++i) publish("k", std::to_string(i));
+  ASSERT_TRUE(testing::wait_until([&] { return bus_->lag("g", {"t"}).value() == 10; }, 2s));
+  auto batch = c->poll(1s);
+  ASSERT_TRUE(batch.ok());
+  EXPECT_LE(batch->size(), 4u);
+  EXPECT_FALSE(batch->empty());
+}
+
+}  // namespace
+}  // namespace deeplens
