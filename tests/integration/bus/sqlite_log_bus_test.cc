@@ -71,12 +71,12 @@ TEST_F(SqliteLogBusTest, TwoMembersOfAGroupSplitTheKeysAndKeepPerKeyOrder) {
   for (int i = 0; i < 40; ++i) publish("key-" + std::to_string(i % 8), std::to_string(i));
   std::vector<BusMessage> got_a, got_b;
   ASSERT_TRUE(testing::wait_until([&] {
-    for (auto* pair : {std::make_pair(a.get(), &got_a), std::make_pair(b.get(), &got_b)}) {
-      auto batch = pair.first->poll(20ms);
+    for (auto [consumer, got] : {std::make_pair(a.get(), &got_a), std::make_pair(b.get(), &got_b)}) {
+      auto batch = consumer->poll(20ms);
       if (batch)
         for (auto& m : *batch) {
-          pair.second->push_back(m);
-          EXPECT_TRUE(pair.first->commit(m).ok());
+          got->push_back(m);
+          EXPECT_TRUE(consumer->commit(m).ok());
         }
     }
     return got_a.size() + got_b.size() == 40;
@@ -91,7 +91,9 @@ TEST_F(SqliteLogBusTest, TwoMembersOfAGroupSplitTheKeysAndKeepPerKeyOrder) {
       EXPECT_TRUE(owner.emplace(m.key, who).first->second == who) << m.key << " went to both members";
       const int n = std::stoi(m.payload);
       auto it = last.find(m.key);
-      if (it != last.end()) EXPECT_GT(n, it->second) << "order of " << m.key;
+      if (it != last.end()) {
+        EXPECT_GT(n, it->second) << "order of " << m.key;
+      }
       last[m.key] = n;
     }
 }
