@@ -1,6 +1,24 @@
 #include "store/metadata_store.h"
 
+#include <nlohmann/json.hpp>
+
 namespace deeplens {
+
+std::string headers_to_json(const Headers& h) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& [k, v] : h) j.push_back({k, v});
+  return j.dump();
+}
+
+Headers headers_from_json(const std::string& text) {
+  Headers h;
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_array()) return h;
+  for (const auto& kv : j)
+    if (kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_string())
+      h.emplace_back(kv[0].get<std::string>(), kv[1].get<std::string>());
+  return h;
+}
 
 const char* image_status_name(ImageStatus s) {
   switch (s) {

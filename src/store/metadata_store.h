@@ -23,6 +23,10 @@ namespace deeplens {
 
 using Headers = std::vector<std::pair<std::string, std::string>>;
 
+// Headers as stored in SQL columns: a JSON array of [name, value] pairs.
+std::string headers_to_json(const Headers& headers);
+Headers headers_from_json(const std::string& text);
+
 // An event waiting to be published to the bus.
 struct OutboxMessage {
   std::string topic;

@@ -49,22 +49,6 @@ CREATE TABLE bus_members (
   return kMigrations;
 }
 
-std::string headers_to_json(const Headers& h) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const auto& [k, v] : h) j.push_back({k, v});
-  return j.dump();
-}
-
-Headers headers_from_json(const std::string& text) {
-  Headers h;
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (!j.is_array()) return h;
-  for (const auto& kv : j)
-    if (kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_string())
-      h.emplace_back(kv[0].get<std::string>(), kv[1].get<std::string>());
-  return h;
-}
-
 class SqliteLogConsumer final : public Consumer {
  public:
   SqliteLogConsumer(SqliteLogBus& bus, ConsumerOptions options, std::string member_id)

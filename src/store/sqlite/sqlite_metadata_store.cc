@@ -8,22 +8,6 @@ namespace {
 int64_t to_ms(Timestamp t) { return t.time_since_epoch().count(); }
 Timestamp from_ms(int64_t ms) { return Timestamp(std::chrono::milliseconds(ms)); }
 
-std::string headers_to_json(const Headers& h) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const auto& [k, v] : h) j.push_back({k, v});
-  return j.dump();
-}
-
-Headers headers_from_json(const std::string& text) {
-  Headers h;
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (!j.is_array()) return h;
-  for (const auto& kv : j)
-    if (kv.is_array() && kv.size() == 2 && kv[0].is_string() && kv[1].is_string())
-      h.emplace_back(kv[0].get<std::string>(), kv[1].get<std::string>());
-  return h;
-}
-
 std::string join_models(const std::vector<std::string>& models) {
   return nlohmann::json(models).dump();
 }
