@@ -1,6 +1,7 @@
 #include "app/node.h"
 
 #include "common/log.h"
+#include "events/topics.h"
 
 namespace deeplens::app {
 
@@ -47,6 +48,7 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
     const auto t0 = std::chrono::steady_clock::now();
     auto vectors = HnswVectorStore::open((options.data_dir / "vectors").string());
     if (!vectors) return std::move(vectors).error();
+    (*vectors)->start();  // background checkpoints keep restart replay short
     node->vectors_ = std::move(vectors).value();
     log_info("vectors.opened", {{"ms", static_cast<long long>(std::chrono::duration_cast<std::chrono::milliseconds>(
                                                                    std::chrono::steady_clock::now() - t0)
@@ -54,6 +56,7 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
   } else {
     node->vectors_ = std::make_unique<NoVectors>();
   }
+  node->register_gauges();
   node->context_.reset(new PipelineContext{*node->store_, *node->blobs_, *node->vectors_, std::move(models), clock,
                                            node->ids_, node->metrics_, options.pipeline});
   return node;
@@ -61,7 +64,31 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
 
 Node::~Node() { stop(); }
 
+void Node::register_gauges() {
+  metrics_.describe("deeplens_queue_depth", "gauge", "events not yet consumed, per stage (consumer group)");
+  metrics_.describe("deeplens_index_vectors", "gauge", "vectors per collection");
+  metrics_.describe("deeplens_images", "gauge", "images by status");
+  metrics_.add_collector([this](Metrics& m) {
+    const std::pair<const char*, std::vector<std::string>> stages[] = {
+        {groups::kOrchestrator, {std::string(topics::kImagesUploaded)}},
+        {groups::kExtractor, {std::string(topics::kFeaturesExtraction)}},
+        {groups::kIndexer, {std::string(topics::kVectorsIndexing)}},
+        {groups::kNotifier, {std::string(topics::kProcessingCompleted), std::string(topics::kProcessingFailed)}},
+        {groups::kRetry, {std::string(topics::kProcessingFailed)}},
+    };
+    for (const auto& [group, topic_list] : stages)
+      if (auto lag = bus_->lag(group, topic_list)) m.set("deeplens_queue_depth", {{"group", group}}, static_cast<double>(*lag));
+    if (vectors_)
+      for (const auto& c : vectors_->stats())
+        m.set("deeplens_index_vectors", {{"collection", c.name}}, static_cast<double>(c.count));
+    if (store_)
+      if (auto counts = store_->count_by_status())
+        for (const auto& [status, n] : *counts) m.set("deeplens_images", {{"status", status}}, static_cast<double>(n));
+  });
+}
+
 Status Node::start_pipeline() {
+  checkpointed_ = false;
   pipeline_ = std::make_unique<Pipeline>(*bus_, *context_, options_.run);
   return pipeline_->start();
 }
@@ -69,7 +96,8 @@ Status Node::start_pipeline() {
 void Node::stop() {
   if (pipeline_) pipeline_->stop();
   pipeline_.reset();
-  if (vectors_) {
+  if (vectors_ && !checkpointed_) {
+    checkpointed_ = true;
     if (auto st = vectors_->checkpoint(); !st) log_warn("vectors.checkpoint_failed", {{"error", st.error().to_string()}});
   }
 }

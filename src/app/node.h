@@ -36,6 +36,7 @@ class Node {
                                             RandomSource& random);
   ~Node();
 
+  // Starts (or, after stop(), restarts) the stages.
   Status start_pipeline();
   void stop();
 
@@ -49,6 +50,8 @@ class Node {
   IdGenerator& ids() { return ids_; }
 
  private:
+  // Gauges computed when /metrics is read: queue depth per stage, index sizes, images by status.
+  void register_gauges();
   Node(const NodeOptions& options, RandomSource& random) : options_(options), ids_(random) {}
 
   NodeOptions options_;
@@ -61,6 +64,7 @@ class Node {
   std::unique_ptr<VectorStore> vectors_;
   std::unique_ptr<PipelineContext> context_;
   std::unique_ptr<Pipeline> pipeline_;
+  bool checkpointed_ = false;  // stop() checkpoints the vectors once
 };
 
 }  // namespace deeplens::app

@@ -179,6 +179,9 @@ class ServeTest(unittest.TestCase):
         metrics = self.server.request("GET", "/metrics", key=None).body.decode()
         self.assertIn("deeplens_http_requests_total", metrics)
         self.assertIn("deeplens_http_request_seconds_bucket", metrics)
+        for name in ("deeplens_uploads_total", "deeplens_stage_messages_total", "deeplens_queue_depth",
+                     "deeplens_index_vectors", "deeplens_images"):
+            self.assertIn(name, metrics)
 
 
 class ShutdownTest(unittest.TestCase):

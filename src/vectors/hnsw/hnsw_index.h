@@ -6,6 +6,12 @@
 // recall at a cost well inside the search budget, and large ones get HNSW's sub-millisecond
 // queries (see HnswOptions and bench/README.md for the numbers behind the defaults).
 //
+// Ids map to dense hnswlib labels (id <-> label maps here). Upserting an existing id replaces its
+// vector in place (hnswlib's update path; an identical re-delivered vector is not re-inserted).
+// remove() marks the element deleted in the graph and puts its label on a free list; the next new
+// id reuses that slot, so the graph does not grow with churn (hnswlib 0.6.2 has no
+// replace_deleted of its own). The graph grows by doubling.
+//
 // On-disk layout, one directory per collection (<root>/<collection>/):
 //   collection.meta                 "deeplens-hnsw-collection 1", dimension, metric; written once
 //   CURRENT                         "snapshot <G>": the snapshot in effect (absent: none yet, G=0)
@@ -75,7 +81,9 @@ struct HnswOptions {
   size_t exact_search_below = 2048;
   // Elements allocated when a collection is created; the graph doubles as it fills.
   size_t initial_capacity = 1024;
-  // Threads used to insert an upsert_batch() of 16 or more vectors and to replay the log.
+  // Threads that insert the new vectors of an upsert_batch() (from 16 on) and of log replay;
+  // replacements and reused slots are applied one at a time (hnswlib's update path is not safe
+  // to run concurrently with other inserts).
   size_t insert_threads = 2;
   // fdatasync before acknowledging. false only for benchmarks that measure the index alone.
   bool sync_writes = true;
@@ -86,7 +94,7 @@ struct HnswOptions {
   uint64_t checkpoint_log_bytes = 64ull << 20;
   // How often the background checkpointer looks at log sizes.
   std::chrono::milliseconds checkpoint_poll_interval{1000};
-  // Seed of hnswlib's level generator (reproducible graphs in tests).
+  // Seed of hnswlib's level generator (reproducible graphs when insert_threads is 1).
   uint64_t random_seed = 100;
 };
 
