@@ -20,6 +20,7 @@
 
 #include "app/commands.h"
 #include "bus/kafka/dev_broker.h"
+#include "common/log.h"
 #include "events/topics.h"
 
 namespace deeplens::app {
@@ -63,6 +64,7 @@ int dev_kafka(const DevKafkaFlags& flags) {
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  init_logging({});  // logs on stderr: stdout carries only the bootstrap line and command answers
 
   DevKafkaBrokerOptions options;
   options.brokers = flags.brokers;

@@ -12,7 +12,7 @@ namespace deeplens::app {
 namespace {
 
 std::unique_ptr<Runtime> open_or_report(GlobalFlags& flags, int* exit_code) {
-  auto rt = open_runtime(flags, RuntimeParts::kOperator);
+  auto rt = open_runtime(flags, Role::kOperator);
   if (!rt) {
     std::cerr << "error: " << rt.error().message << "\n";
     *exit_code = 2;

@@ -1,6 +1,7 @@
-// `deeplens serve`: API, pipeline stages and (embedded) event log in one process. Ctrl-C or
-// SIGTERM: stop accepting, finish requests in flight, then stop the stages (each finishes the
-// batch in hand; anything not committed is redone at the next start).
+// `deeplens serve` (API, relay and every stage in one process), `deeplens api` (HTTP + relay +
+// the stages that own the vector index) and `deeplens worker --stages ...` (stages only; scale out
+// by running more). Ctrl-C or SIGTERM: stop accepting, finish requests in flight, then stop the
+// stages (each finishes the batch in hand; anything not committed is redone at the next start).
 #include <CLI/CLI.hpp>
 #include <csignal>
 #include <iostream>
@@ -13,7 +14,7 @@ namespace deeplens::app {
 
 namespace {
 
-int serve(GlobalFlags& flags) {
+int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
   // Block the stop signals before any thread starts, so every thread inherits the mask and the
   // main thread alone receives them in sigwait.
   sigset_t stop_signals;
@@ -22,7 +23,12 @@ int serve(GlobalFlags& flags) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto rt = open_runtime(flags, RuntimeParts::kFull);
+  auto stages = StageSet::parse(stage_list);
+  if (!stages) {
+    std::cerr << "error: --stages: " << stages.error().message << "\n";
+    return 2;
+  }
+  auto rt = open_runtime(flags, role, *stages);
   if (!rt) {
     std::cerr << "error: " << rt.error().message << "\n";
     return 2;
@@ -36,6 +42,16 @@ int serve(GlobalFlags& flags) {
   if (auto st = node.start_pipeline(); !st) {
     std::cerr << "error: cannot start the pipeline: " << st.error().message << "\n";
     return 1;
+  }
+  if (role == Role::kWorker) {
+    std::cout << "DeepLens worker running stages: " << stage_list << " (bus: "
+              << ((*rt)->config.str("bus.url").empty() ? "embedded" : (*rt)->config.str("bus.url")) << ")\n"
+              << "Press Ctrl-C to stop." << std::endl;
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    log_info("worker.stopping", {{"signal", sig}});
+    node.stop();
+    return 0;
   }
   api::ApiService service(node.context(), node.bus(), api_options((*rt)->config, *(*rt)->models));
   api::HttpServer server(
@@ -77,16 +93,39 @@ int serve(GlobalFlags& flags) {
 }  // namespace
 
 void register_serve_command(CLI::App& root, GlobalFlags& flags, int* exit_code) {
-  auto* cmd = root.add_subcommand("serve", "Run everything in one process on the embedded backends (zero infrastructure)");
-  auto data_dir = std::make_shared<std::string>();
-  auto listen = std::make_shared<std::string>();
-  cmd->add_option("--data-dir", *data_dir, "Data directory (config data_dir, default ./deeplens-data)");
-  cmd->add_option("--listen", *listen, "HOST:PORT to listen on (config server.listen, default 127.0.0.1:8080)");
-  cmd->callback([&flags, data_dir, listen, exit_code] {
-    if (!data_dir->empty()) flags.overrides.push_back("data_dir=" + *data_dir);
-    if (!listen->empty()) flags.overrides.push_back("server.listen=" + *listen);
-    *exit_code = serve(flags);
-  });
+  struct Spec {
+    const char* name;
+    const char* help;
+    Role role;
+    const char* default_stages;
+  };
+  static const Spec kSpecs[] = {
+      {"serve", "Run everything in one process (embedded backends by default: zero infrastructure)", Role::kServe, "all"},
+      {"api", "Run the HTTP API, the outbox relay and the stages that own the vector index", Role::kApi,
+       "orchestrate,index,notify,retry"},
+      {"worker", "Run pipeline stages (default: extract); scale out by running more workers", Role::kWorker, "extract"},
+  };
+  for (const auto& spec : kSpecs) {
+    auto* cmd = root.add_subcommand(spec.name, spec.help);
+    auto data_dir = std::make_shared<std::string>();
+    auto listen = std::make_shared<std::string>();
+    auto bus = std::make_shared<std::string>();
+    auto stages = std::make_shared<std::string>(spec.default_stages);
+    cmd->add_option("--data-dir", *data_dir, "Data directory (config data_dir, default ./deeplens-data)");
+    if (spec.role != Role::kWorker)
+      cmd->add_option("--listen", *listen, "HOST:PORT to listen on (config server.listen, default 127.0.0.1:8080)");
+    cmd->add_option("--bus", *bus, "Event bus: kafka://HOST:PORT,... (config bus.url; default: embedded log)");
+    if (spec.role != Role::kServe)
+      cmd->add_option("--stages", *stages, std::string("Stages to run: orchestrate,extract,index,notify,retry (default ") +
+                                               spec.default_stages + ")");
+    const Role role = spec.role;
+    cmd->callback([&flags, data_dir, listen, bus, stages, role, exit_code] {
+      if (!data_dir->empty()) flags.overrides.push_back("data_dir=" + *data_dir);
+      if (!listen->empty()) flags.overrides.push_back("server.listen=" + *listen);
+      if (!bus->empty()) flags.overrides.push_back("bus.url=" + *bus);
+      *exit_code = serve(flags, role, *stages);
+    });
+  }
 }
 
 }  // namespace deeplens::app

@@ -32,15 +32,29 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
   auto db = SqliteDatabase::open(options.data_dir / "deeplens.db");
   if (!db) return std::move(db).error();
   node->db_ = std::move(db).value();
-  auto bus = SqliteLogBus::open(*node->db_, clock, random, options.bus);
-  if (!bus) return std::move(bus).error();
-  node->bus_ = std::move(bus).value();
-  auto store = SqliteMetadataStore::open(*node->db_, clock, [raw = node->bus_.get()](SqliteConnection& c,
-                                                                                     const OutboxMessage& m) {
-    return raw->append(c, m);
-  });
+  LogAppender appender;
+  if (options.kafka && !options.connect_bus) {
+    // Operator commands on a Kafka deployment: events they cause wait in the outbox for a relay.
+  } else if (options.kafka) {
+    auto kafka = KafkaBus::open(*options.kafka);
+    if (!kafka) return std::move(kafka).error();
+    node->kafka_bus_ = std::move(kafka).value();
+    node->bus_ = node->kafka_bus_.get();
+  } else {
+    auto bus = SqliteLogBus::open(*node->db_, clock, random, options.bus);
+    if (!bus) return std::move(bus).error();
+    node->log_bus_ = std::move(bus).value();
+    node->bus_ = node->log_bus_.get();
+    appender = [raw = node->log_bus_.get()](SqliteConnection& c, const OutboxMessage& m) { return raw->append(c, m); };
+  }
+  auto store = SqliteMetadataStore::open(*node->db_, clock, std::move(appender));
   if (!store) return std::move(store).error();
   node->store_ = std::move(store).value();
+  if (options.kafka && options.connect_bus && options.run_relay) {
+    node->relay_ = std::make_unique<OutboxRelay>(*node->store_, *node->bus_, node->metrics_);
+    node->db_->add_commit_listener([relay = node->relay_.get()] { relay->notify(); });
+    if (auto st = node->relay_->start(); !st) return std::move(st).error();
+  }
   auto blobs = LocalBlobStore::open(options.data_dir / "blobs", random);
   if (!blobs) return std::move(blobs).error();
   node->blobs_ = std::move(blobs).value();
@@ -62,7 +76,11 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
   return node;
 }
 
-Node::~Node() { stop(); }
+Node::~Node() {
+  stop();
+  relay_.reset();  // before the bus it publishes to
+  if (kafka_bus_) kafka_bus_->stop();
+}
 
 void Node::register_gauges() {
   metrics_.describe("deeplens_queue_depth", "gauge", "events not yet consumed, per stage (consumer group)");
@@ -77,7 +95,7 @@ void Node::register_gauges() {
         {groups::kRetry, {std::string(topics::kProcessingFailed)}},
     };
     for (const auto& [group, topic_list] : stages)
-      if (auto lag = bus_->lag(group, topic_list)) m.set("deeplens_queue_depth", {{"group", group}}, static_cast<double>(*lag));
+      if (auto lag = bus_ ? bus_->lag(group, topic_list) : Result<int64_t>(Error(ErrorCode::kUnavailable, "no bus"))) m.set("deeplens_queue_depth", {{"group", group}}, static_cast<double>(*lag));
     if (vectors_)
       for (const auto& c : vectors_->stats())
         m.set("deeplens_index_vectors", {{"collection", c.name}}, static_cast<double>(c.count));
@@ -88,6 +106,7 @@ void Node::register_gauges() {
 }
 
 Status Node::start_pipeline() {
+  if (!bus_) return Error(ErrorCode::kFailedPrecondition, "this process has no event bus");
   checkpointed_ = false;
   pipeline_ = std::make_unique<Pipeline>(*bus_, *context_, options_.run);
   return pipeline_->start();
@@ -96,6 +115,7 @@ Status Node::start_pipeline() {
 void Node::stop() {
   if (pipeline_) pipeline_->stop();
   pipeline_.reset();
+  if (relay_) relay_->stop();
   if (vectors_ && !checkpointed_) {
     checkpointed_ = true;
     if (auto st = vectors_->checkpoint(); !st) log_warn("vectors.checkpoint_failed", {{"error", st.error().to_string()}});

@@ -1,20 +1,26 @@
-// Node: the backends and stages of one DeepLens process on the embedded defaults — one SQLite
-// database (metadata, outbox and event log), local blobs and the HNSW vector store under
-// data_dir — plus the pipeline stages it runs. `deeplens serve`, the CLI's operator commands and
-// the integration tests all assemble the system through it, so they cannot drift apart.
+// Node: the backends and stages of one DeepLens process — one SQLite database (metadata, outbox
+// and, in embedded mode, the event log), local blobs and the HNSW vector store under data_dir —
+// plus the pipeline stages it runs. `deeplens serve|api|worker`, the operator commands and the
+// integration tests all assemble the system through it, so they cannot drift apart.
 //
-//   <data_dir>/deeplens.db   metadata + event log (SQLite WAL)
+//   <data_dir>/deeplens.db   metadata + outbox (+ event log when embedded), SQLite WAL
 //   <data_dir>/blobs/        images and thumbnails
-//   <data_dir>/vectors/      one folder per collection
+//   <data_dir>/vectors/      one folder per collection (one process at a time: see open_vectors)
 //
-// Start order: backends (open) -> pipeline (start_pipeline); stop() reverses it.
+// Bus: embedded (the sqlite_log in the same database; an event is appended in the transaction that
+// causes it) or Kafka (events go to the outbox table; the OutboxRelay publishes them, in the
+// processes that run it).
+// Start order: backends (open) -> relay -> pipeline; stop() reverses it.
 #pragma once
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "blob/local/local_blob_store.h"
+#include "bus/kafka/kafka_bus.h"
 #include "bus/sqlite_log/sqlite_log_bus.h"
+#include "pipeline/outbox_relay.h"
 #include "common/metrics.h"
 #include "pipeline/pipeline.h"
 #include "store/sqlite/sqlite_metadata_store.h"
@@ -27,7 +33,13 @@ struct NodeOptions {
   PipelineOptions pipeline;
   PipelineRunOptions run;
   SqliteLogOptions bus;
-  bool open_vectors = true;  // false for processes that never touch vectors (CLI operator commands)
+  // Kafka instead of the embedded log when bootstrap_servers is set (config bus.url kafka://...).
+  std::optional<KafkaBusOptions> kafka;
+  bool run_relay = true;     // publish the outbox (Kafka only); every process with stages does
+  bool connect_bus = true;   // false: metadata only (operator commands); events stay in the outbox
+  // The HNSW store is single-process (it locks its folder): only the process that runs the index
+  // stage (and serves search) opens it; false for CLI operator commands and extract-only workers.
+  bool open_vectors = true;
 };
 
 class Node {
@@ -41,7 +53,9 @@ class Node {
   void stop();
 
   MetadataStore& store() { return *store_; }
-  SqliteLogBus& bus() { return *bus_; }
+  EventBus& bus() { return *bus_; }
+  // The embedded log (nullptr on Kafka): retention and storage figures.
+  SqliteLogBus* log_bus() { return log_bus_.get(); }
   BlobStore& blobs() { return *blobs_; }
   VectorStore& vectors() { return *vectors_; }
   PipelineContext& context() { return *context_; }
@@ -58,8 +72,11 @@ class Node {
   Metrics metrics_;
   IdGenerator ids_;
   std::unique_ptr<SqliteDatabase> db_;
-  std::unique_ptr<SqliteLogBus> bus_;
+  std::unique_ptr<SqliteLogBus> log_bus_;
+  std::unique_ptr<KafkaBus> kafka_bus_;
+  EventBus* bus_ = nullptr;
   std::unique_ptr<SqliteMetadataStore> store_;
+  std::unique_ptr<OutboxRelay> relay_;
   std::unique_ptr<LocalBlobStore> blobs_;
   std::unique_ptr<VectorStore> vectors_;
   std::unique_ptr<PipelineContext> context_;

@@ -4,6 +4,7 @@
 #include "app/settings.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "events/topics.h"
 #include "imaging/image.h"
 
 namespace deeplens::app {
@@ -45,7 +46,30 @@ bool valid_tenant_slug(const std::string& s) {
   return true;
 }
 
-Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, RuntimeParts parts) {
+Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c) {
+  const std::string url = c.str("bus.url");
+  if (url.empty() || url == "sqlite" || url == "embedded") return std::optional<KafkaBusOptions>();
+  const std::string scheme = "kafka://";
+  if (url.compare(0, scheme.size(), scheme) != 0 || url.size() == scheme.size())
+    return Error(ErrorCode::kInvalidArgument, "config key 'bus.url' (" + c.origin("bus.url") +
+                                                  "): expected kafka://HOST:PORT[,HOST:PORT...] or empty for the embedded log, got '" +
+                                                  url + "'")
+        .with("key", "bus.url");
+  KafkaBusOptions o;
+  o.bootstrap_servers = url.substr(scheme.size());
+  while (!o.bootstrap_servers.empty() && o.bootstrap_servers.back() == '/') o.bootstrap_servers.pop_back();
+  for (const auto& [k, v] : c.passthrough("kafka.")) {
+    if (k.rfind("producer.", 0) == 0) o.producer_settings[k.substr(9)] = v;
+    else if (k.rfind("consumer.", 0) == 0) o.consumer_settings[k.substr(9)] = v;
+    else o.settings[k] = v;
+  }
+  for (auto t : topics::kAll) o.topics.emplace_back(t);
+  o.partitions = static_cast<int>(c.integer("bus.partitions"));
+  o.replication_factor = static_cast<int>(c.integer("bus.replication"));
+  return std::optional<KafkaBusOptions>(std::move(o));
+}
+
+Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role role, const StageSet& stages) {
   auto config = load_config(flags);
   if (!config) return std::move(config).error();
   auto logging = log_options(*config);
@@ -68,7 +92,14 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, RuntimeP
   o.run.index_members = static_cast<int>(c.integer("pipeline.index_workers"));
   o.run.extract_batch = static_cast<size_t>(c.integer("pipeline.extract_batch"));
   ModelLookup lookup = [](const std::string&) -> Extractor* { return nullptr; };
-  if (parts == RuntimeParts::kFull) {
+  auto kafka = kafka_options(c);
+  if (!kafka) return std::move(kafka).error();
+  o.kafka = std::move(kafka).value();
+  o.run.stages = stages;
+  if (role == Role::kServe) o.run.stages = StageSet{};
+  o.open_vectors = role == Role::kServe || ((role == Role::kApi || role == Role::kWorker) && o.run.stages.index);
+  o.connect_bus = role != Role::kOperator;
+  if (role != Role::kOperator) {
     if (auto st = init_imaging(); !st) return std::move(st).error();
     ModelRegistryOptions mo;
     std::string file = flags.config_file;
@@ -82,6 +113,7 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, RuntimeP
   } else {
     o.open_vectors = false;
   }
+  if (o.kafka) log_info("bus.kafka", {{"bootstrap", o.kafka->bootstrap_servers}});
   auto node = Node::open(o, std::move(lookup), rt->clock, rt->random);
   if (!node) return std::move(node).error();
   rt->node = std::move(node).value();

@@ -23,10 +23,18 @@ struct Runtime {
   std::unique_ptr<Node> node;
 };
 
-enum class RuntimeParts { kOperator, kFull };  // kOperator: metadata only (no models, no vectors)
+// Which process this is: what it opens and runs.
+//   kOperator  metadata only (tenants, dlq): no models, no vectors, no bus connection
+//   kServe     everything: HTTP, relay, every stage, vectors
+//   kApi       HTTP + relay + `stages` (default orchestrate,index,notify,retry); vectors iff index
+//   kWorker    `stages` (default extract) + relay; vectors iff index
+enum class Role { kOperator, kServe, kApi, kWorker };
 
 // Loads config, initialises logging/imaging/models and opens the node. Errors name the key.
-Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, RuntimeParts parts);
+Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role role, const StageSet& stages = {});
+
+// bus.url -> Kafka options (nullopt for the embedded log); errors name the key.
+Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c);
 
 api::HttpServerOptions server_options(const Config& c);
 api::ApiOptions api_options(const Config& c, const ModelRegistry& models);

@@ -12,6 +12,9 @@ using enum ConfigType;
 
 const std::array kKeys = {
     ConfigKeySpec{"data_dir", kString, "deeplens-data", "where the embedded backends keep their files (SQLite, blobs, vectors)"},
+    ConfigKeySpec{"bus.url", kString, "", "event bus: empty = embedded log in SQLite; kafka://HOST:PORT[,HOST:PORT...] = Apache Kafka"},
+    ConfigKeySpec{"bus.partitions", kInt, "8", "Kafka: partitions per topic when DeepLens creates the topics"},
+    ConfigKeySpec{"bus.replication", kInt, "3", "Kafka: replication factor when DeepLens creates the topics"},
     ConfigKeySpec{"server.listen", kString, "127.0.0.1:8080", "HTTP address HOST:PORT (port 0 picks a free port)"},
     ConfigKeySpec{"server.threads", kInt, "4", "HTTP worker threads"},
     ConfigKeySpec{"server.max_body_bytes", kInt, "67108864", "largest request body (uploads are streamed to disk)"},
@@ -47,6 +50,7 @@ Result<Config> load_config(const GlobalFlags& flags) {
   sources.environment.erase("DEEPLENS_CONFIG");
   sources.overrides = flags.overrides;
   sources.section_names = config_sections();
+  sources.passthrough_prefixes = {"kafka."};
   return Config::load(config_keys(), sources);
 }
 

@@ -150,9 +150,18 @@ Result<Config> Config::load(std::span<const ConfigKeySpec> keys, const ConfigSou
     specs[spec.key] = &spec;
     cfg.values_[spec.key] = Value{spec.type, spec.default_value, "default"};
   }
+  auto is_passthrough = [&](const std::string& key) {
+    for (const auto& p : sources.passthrough_prefixes)
+      if (key.size() > p.size() && key.compare(0, p.size(), p) == 0) return true;
+    return false;
+  };
   auto assign = [&](const std::string& key, const std::string& text,
                     const std::string& origin) -> Status {
     auto it = specs.find(key);
+    if (it == specs.end() && is_passthrough(key)) {
+      cfg.passthrough_[key] = text;
+      return {};
+    }
     if (it == specs.end()) return key_error(key, origin, "unknown key");
     std::string why;
     auto canonical = check_text(it->second->type, text, why);
@@ -204,6 +213,16 @@ Result<Config> Config::load(std::span<const ConfigKeySpec> keys, const ConfigSou
         continue;
       }
       auto it = specs.find(key);
+      if (it == specs.end() && is_passthrough(key)) {
+        std::string why;
+        auto text = toml_to_text(*node, node->is_array() ? ConfigType::kList
+                                        : node->is_string() ? ConfigType::kString
+                                        : node->is_boolean() ? ConfigType::kBool
+                                        : node->is_integer() ? ConfigType::kInt : ConfigType::kDouble, why);
+        if (!text) return key_error(key, origin, why);
+        cfg.passthrough_[key] = *text;
+        continue;
+      }
       if (it == specs.end()) return key_error(key, origin, "unknown key");
       std::string why;
       auto text = toml_to_text(*node, it->second->type, why);
@@ -262,6 +281,13 @@ std::vector<std::string> Config::list(const std::string& key) const {
     if (comma == std::string::npos) break;
     start = comma + 1;
   }
+  return out;
+}
+
+std::map<std::string, std::string> Config::passthrough(const std::string& prefix) const {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : passthrough_)
+    if (k.compare(0, prefix.size(), prefix) == 0) out[k.substr(prefix.size())] = v;
   return out;
 }
 

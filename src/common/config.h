@@ -39,6 +39,9 @@ struct ConfigSources {
   std::map<std::string, std::string> environment;  // usually the process environment
   std::vector<std::string> overrides;              // "key=value" from --set and friends
   std::vector<std::string> section_names;          // array-of-tables names allowed in the file
+  // Undeclared keys under these prefixes (e.g. "kafka.") are kept as raw strings instead of
+  // being errors: settings passed through to a library (file and --set only).
+  std::vector<std::string> passthrough_prefixes;
 };
 
 class Config {
@@ -63,6 +66,9 @@ class Config {
 
   static std::string env_name(const std::string& key);
 
+  // Passthrough settings under prefix ("kafka." -> {"security.protocol": "SASL_SSL", ...}).
+  std::map<std::string, std::string> passthrough(const std::string& prefix) const;
+
  private:
   struct Value {
     ConfigType type;
@@ -73,6 +79,7 @@ class Config {
 
   std::map<std::string, Value> values_;
   std::map<std::string, std::vector<ConfigSection>> sections_;
+  std::map<std::string, std::string> passthrough_;
 };
 
 }  // namespace deeplens

@@ -211,12 +211,12 @@ TEST_F(EmbeddedPipeline, RetentionTrimsFullyConsumedEvents) {
     return lag && *lag == 0;
   }, 10s));
   node_->stop();
-  auto before = node_->bus().stored_messages();
+  auto before = node_->log_bus()->stored_messages();
   ASSERT_TRUE(before.ok());
   EXPECT_GT(*before, 0);
-  auto trimmed = node_->bus().trim();
+  auto trimmed = node_->log_bus()->trim();
   ASSERT_TRUE(trimmed.ok());
-  auto after = node_->bus().stored_messages();
+  auto after = node_->log_bus()->stored_messages();
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(*after, 0) << "every topic's events were consumed by every group";
 }
