@@ -183,6 +183,8 @@ class MetadataStore {
   virtual Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) = 0;
 
   // --- outbox (relay)
+  // Up to limit unsent rows in order, claimed for this caller for a lease (5 s) so that several
+  // relays sharing the outbox do not publish the same rows; unclaimed again when the lease ends.
   virtual Result<std::vector<OutboxRow>> pending_outbox(int limit) = 0;
   virtual Status mark_outbox_sent(const std::vector<int64_t>& seqs) = 0;
   virtual Result<int64_t> outbox_backlog() = 0;

@@ -72,9 +72,9 @@ class Server:
         self.url = None
         self.key = self.env.get("DEEPLENS_AUTH_DEFAULT_KEY")
 
-    def start(self, timeout=60):
-        self.log = open(os.path.join(self.data_dir, "serve.log"), "ab")
-        self.proc = subprocess.Popen([DEELENS_BIN, "serve", "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"]
+    def start(self, timeout=60, command="serve"):
+        self.log = open(os.path.join(self.data_dir, command + ".log"), "ab")
+        self.proc = subprocess.Popen([DEELENS_BIN, command, "--data-dir", self.data_dir, "--listen", "127.0.0.1:0"]
                                      + self.extra_args, stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         deadline = time.time() + timeout
         while time.time() < deadline:

@@ -6,6 +6,9 @@ namespace deeplens {
 namespace {
 
 int64_t to_ms(Timestamp t) { return t.time_since_epoch().count(); }
+
+// How long a relay owns the outbox rows it took; a relay that died releases them by expiry.
+constexpr int64_t kOutboxLeaseMs = 5000;
 Timestamp from_ms(int64_t ms) { return Timestamp(std::chrono::milliseconds(ms)); }
 
 std::string join_models(const std::vector<std::string>& models) {
@@ -117,6 +120,8 @@ CREATE TABLE processed_events (
 ) WITHOUT ROWID;
 CREATE INDEX processed_events_age ON processed_events(processed_at);
 )sql"},
+      // Several relays (api and worker processes) share one outbox: each claims rows for a lease.
+      {2, "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;"},
   };
   return kMigrations;
 }
@@ -586,18 +591,28 @@ Result<std::optional<double>> SqliteMetadataStore::recent_step_duration_ms(const
 
 Result<std::vector<OutboxRow>> SqliteMetadataStore::pending_outbox(int limit) {
   std::vector<OutboxRow> out;
-  auto st = db_.read([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT seq, topic, key, headers, payload FROM outbox WHERE sent_at IS NULL ORDER BY seq LIMIT ?");
+  const int64_t now = to_ms(clock_.now());
+  auto st = db_.write([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("SELECT seq, topic, key, headers, payload FROM outbox WHERE sent_at IS NULL"
+                       " AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY seq LIMIT ?");
     if (!q) return std::move(q).error();
-    (*q)->bind(1, static_cast<int64_t>(limit));
+    (*q)->bind(1, now).bind(2, static_cast<int64_t>(limit));
     while (true) {
       auto row = (*q)->step();
       if (!row) return std::move(row).error();
-      if (!*row) return {};
+      if (!*row) break;
       out.push_back(OutboxRow{(*q)->int64(0),
                               OutboxMessage{(*q)->text(1), (*q)->text(2), (*q)->text(4),
                                             headers_from_json((*q)->text(3))}});
     }
+    auto claim = c.prepare("UPDATE outbox SET claimed_until = ? WHERE seq = ?");
+    if (!claim) return std::move(claim).error();
+    for (const auto& r : out) {
+      (*claim)->reset();
+      (*claim)->bind(1, now + kOutboxLeaseMs).bind(2, r.seq);
+      if (auto s = (*claim)->run(); !s) return s;
+    }
+    return {};
   });
   if (!st) return std::move(st).error();
   return out;
