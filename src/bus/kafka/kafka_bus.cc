@@ -41,9 +41,14 @@ void on_log(const rd_kafka_t* rk, int level, const char* facility, const char* m
 }
 
 void on_error(rd_kafka_t* rk, int err, const char* reason, void*) {
-  // Transport errors while a broker is down are expected and retried by librdkafka.
-  const bool fatal = err == RD_KAFKA_RESP_ERR__FATAL;
-  log(fatal ? LogLevel::kError : LogLevel::kWarn, "kafka.error",
+  // librdkafka retries and reconnects by itself; these are for the operator.
+  // One broker's connection coming and going is routine (info); all brokers down or anything
+  // else is worth a warning.
+  const auto code = static_cast<rd_kafka_resp_err_t>(err);
+  const LogLevel level = code == RD_KAFKA_RESP_ERR__FATAL       ? LogLevel::kError
+                         : code == RD_KAFKA_RESP_ERR__TRANSPORT ? LogLevel::kInfo
+                                                                : LogLevel::kWarn;
+  log(level, "kafka.error",
       {{"client", rd_kafka_name(rk)}, {"error", rd_kafka_err2name(static_cast<rd_kafka_resp_err_t>(err))},
        {"reason", reason}});
 }

@@ -1,0 +1,1005 @@
+#include "store/postgres/postgres_metadata_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+#include <set>
+#include <thread>
+
+namespace deeplens {
+namespace {
+
+constexpr const char* kComponent = "metadata";
+// pg_advisory_xact_lock key serialising migrations between processes that start together.
+constexpr int64_t kMigrationLockKey = 0x646c6d6967726174;  // "dlmigrat"
+// Namespaces (first key) of the two-key advisory locks; the second key is hashtext(...).
+constexpr int kLockProcessedEvent = 1;
+constexpr int kLockIdempotencyKey = 2;
+constexpr int kLockSha256 = 3;
+
+int64_t to_ms(Timestamp t) { return t.time_since_epoch().count(); }
+Timestamp from_ms(int64_t ms) { return Timestamp(std::chrono::milliseconds(ms)); }
+
+std::vector<std::string> split_models(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  std::vector<std::string> out;
+  if (j.is_array())
+    for (const auto& m : j)
+      if (m.is_string()) out.push_back(m.get<std::string>());
+  return out;
+}
+
+// --- parameters and fields: empty strings / absent values are SQL NULL, like the SQLite store.
+const char* opt(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
+std::string opt_ms(const std::optional<Timestamp>& t) { return t ? std::to_string(to_ms(*t)) : std::string(); }
+std::string opt_int(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); }
+
+std::string text(const pqxx::field& f) { return f.is_null() ? std::string() : std::string(f.c_str(), f.size()); }
+int64_t int64(const pqxx::field& f) { return f.is_null() ? 0 : f.as<int64_t>(); }
+std::string bytes(const pqxx::field& f) { return f.is_null() ? std::string() : pqxx::binarystring(f).str(); }
+
+const char* const kMigration1 = R"sql(
+CREATE TABLE tenants (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE api_keys (
+  key_sha256 TEXT COLLATE "C" PRIMARY KEY,
+  tenant_id TEXT COLLATE "C" NOT NULL REFERENCES tenants(id),
+  created_at BIGINT NOT NULL
+);
+CREATE TABLE images (
+  image_id TEXT COLLATE "C" PRIMARY KEY,
+  tenant_id TEXT COLLATE "C" NOT NULL,
+  file_name TEXT NOT NULL,
+  storage_path TEXT NOT NULL,
+  file_size BIGINT NOT NULL,
+  content_type TEXT NOT NULL,
+  sha256 TEXT COLLATE "C" NOT NULL,
+  width INTEGER NOT NULL,
+  height INTEGER NOT NULL,
+  format TEXT NOT NULL,
+  color_profile TEXT NOT NULL,
+  uploaded_by TEXT NOT NULL,
+  processing_options TEXT NOT NULL,
+  models TEXT NOT NULL,
+  status TEXT COLLATE "C" NOT NULL,
+  idempotency_key TEXT COLLATE "C",
+  thumbnail_path TEXT,
+  error_code TEXT,
+  error_message TEXT,
+  correlation_id TEXT NOT NULL,
+  completion_claimed BOOLEAN NOT NULL DEFAULT FALSE,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  searchable_after BIGINT
+);
+CREATE UNIQUE INDEX images_idempotency ON images(tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX images_sha256 ON images(tenant_id, sha256);
+CREATE INDEX images_listing ON images(tenant_id, created_at DESC, image_id DESC);
+CREATE TABLE steps (
+  image_id TEXT COLLATE "C" NOT NULL,
+  model TEXT COLLATE "C" NOT NULL,
+  step TEXT COLLATE "C" NOT NULL,
+  status TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  started_at BIGINT,
+  completed_at BIGINT,
+  duration_ms BIGINT,
+  last_error TEXT,
+  collection_name TEXT,
+  PRIMARY KEY (image_id, model, step)
+);
+CREATE INDEX steps_recent ON steps(step, completed_at) WHERE status = 'completed';
+CREATE TABLE outbox (
+  seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  topic TEXT NOT NULL,
+  key TEXT NOT NULL,
+  headers TEXT NOT NULL,
+  payload BYTEA NOT NULL,
+  created_at BIGINT NOT NULL,
+  sent_at BIGINT
+);
+CREATE INDEX outbox_pending ON outbox(seq) WHERE sent_at IS NULL;
+CREATE TABLE scheduled_retries (
+  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  due_at BIGINT NOT NULL,
+  topic TEXT NOT NULL,
+  key TEXT NOT NULL,
+  headers TEXT NOT NULL,
+  payload BYTEA NOT NULL
+);
+CREATE INDEX scheduled_retries_due ON scheduled_retries(due_at, id);
+CREATE TABLE dead_letters (
+  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  topic TEXT NOT NULL,
+  key BYTEA NOT NULL,
+  payload BYTEA NOT NULL,
+  stage TEXT NOT NULL,
+  error_code TEXT NOT NULL,
+  error_message TEXT NOT NULL,
+  image_id TEXT COLLATE "C",
+  tenant_id TEXT COLLATE "C",
+  attempts INTEGER NOT NULL,
+  created_at BIGINT NOT NULL,
+  replayed_at BIGINT
+);
+CREATE INDEX dead_letters_pending ON dead_letters(id) WHERE replayed_at IS NULL;
+CREATE TABLE processed_events (
+  consumer_group TEXT COLLATE "C" NOT NULL,
+  event_id TEXT COLLATE "C" NOT NULL,
+  processed_at BIGINT NOT NULL,
+  PRIMARY KEY (consumer_group, event_id)
+);
+CREATE INDEX processed_events_age ON processed_events(processed_at);
+)sql";
+
+struct Migration {
+  int version;
+  const char* sql;
+};
+const Migration kMigrations[] = {
+    {1, kMigration1},
+    // Several relays (api and worker processes) share one outbox: each claims rows for a lease.
+    {2, "ALTER TABLE outbox ADD COLUMN claimed_until BIGINT;"},
+};
+
+// How long a relay owns the outbox rows it took; a relay that died releases them by expiry.
+constexpr int64_t kOutboxLeaseMs = 5000;
+
+constexpr const char* kImageColumns =
+    "image_id, tenant_id, file_name, storage_path, file_size, content_type, sha256, width, height,"
+    " format, color_profile, uploaded_by, processing_options, models, status, idempotency_key,"
+    " thumbnail_path, error_code, error_message, correlation_id, created_at, updated_at,"
+    " searchable_after";
+
+ImageRecord read_image(const pqxx::row& r) {
+  ImageRecord i;
+  i.image_id = text(r[0]);
+  i.tenant_id = text(r[1]);
+  i.file_name = text(r[2]);
+  i.storage_path = text(r[3]);
+  i.file_size = int64(r[4]);
+  i.content_type = text(r[5]);
+  i.sha256 = text(r[6]);
+  i.width = static_cast<int>(int64(r[7]));
+  i.height = static_cast<int>(int64(r[8]));
+  i.format = text(r[9]);
+  i.color_profile = text(r[10]);
+  i.uploaded_by = text(r[11]);
+  i.processing_options_json = text(r[12]);
+  i.models = split_models(text(r[13]));
+  i.status = parse_image_status(text(r[14])).value_or(ImageStatus::kUploaded);
+  i.idempotency_key = text(r[15]);
+  i.thumbnail_path = text(r[16]);
+  i.error_code = text(r[17]);
+  i.error_message = text(r[18]);
+  i.correlation_id = text(r[19]);
+  i.created_at = from_ms(int64(r[20]));
+  i.updated_at = from_ms(int64(r[21]));
+  if (!r[22].is_null()) i.searchable_after = from_ms(int64(r[22]));
+  return i;
+}
+
+constexpr const char* kStepColumns =
+    "image_id, model, step, status, attempts, started_at, completed_at, duration_ms, last_error,"
+    " collection_name";
+
+StepRecord read_step(const pqxx::row& r) {
+  StepRecord s;
+  s.image_id = text(r[0]);
+  s.model = text(r[1]);
+  s.step = text(r[2]);
+  const std::string st = text(r[3]);
+  s.status = st == "running" ? StepStatus::kRunning
+             : st == "completed" ? StepStatus::kCompleted
+             : st == "failed" ? StepStatus::kFailed
+                              : StepStatus::kPending;
+  s.attempts = static_cast<int>(int64(r[4]));
+  if (!r[5].is_null()) s.started_at = from_ms(int64(r[5]));
+  if (!r[6].is_null()) s.completed_at = from_ms(int64(r[6]));
+  if (!r[7].is_null()) s.duration_ms = int64(r[7]);
+  s.last_error = text(r[8]);
+  s.collection_name = text(r[9]);
+  return s;
+}
+
+constexpr const char* kDeadLetterColumns =
+    "id, topic, key, payload, stage, error_code, error_message, image_id, tenant_id, attempts,"
+    " created_at, replayed_at";
+
+DeadLetter read_dead_letter(const pqxx::row& r) {
+  DeadLetter d;
+  d.id = int64(r[0]);
+  d.topic = text(r[1]);
+  d.key = bytes(r[2]);
+  d.payload = bytes(r[3]);
+  d.stage = text(r[4]);
+  d.error_code = text(r[5]);
+  d.error_message = text(r[6]);
+  d.image_id = text(r[7]);
+  d.tenant_id = text(r[8]);
+  d.attempts = static_cast<int>(int64(r[9]));
+  d.created_at = from_ms(int64(r[10]));
+  if (!r[11].is_null()) d.replayed_at = from_ms(int64(r[11]));
+  return d;
+}
+
+Error not_found(const std::string& what, const std::string& id) {
+  return Error(ErrorCode::kNotFound, what + " not found").with("id", id);
+}
+
+// --- errors: every pqxx exception becomes an Error at this boundary.
+
+enum class FailureKind {
+  kFatal,     // report as is
+  kConflict,  // serialization failure or deadlock: run the transaction again
+  kBroken,    // the connection is gone; nothing was committed
+  kInDoubt,   // the connection broke during COMMIT
+};
+
+struct Failure {
+  Error error;
+  FailureKind kind = FailureKind::kFatal;
+};
+
+// libpq messages span lines ("...failed: Connection refused\n\tIs the server running..."); an
+// error that ends up in a JSON body or a log line reads better on one.
+std::string one_line(std::string_view s) {
+  std::string out;
+  bool space = false;
+  for (char c : s) {
+    if (c == '\n' || c == '\t' || c == '\r' || c == ' ') {
+      space = true;
+      continue;
+    }
+    if (space && !out.empty()) out += ' ';
+    space = false;
+    out += c;
+  }
+  return out;
+}
+
+Error unavailable(std::string_view detail) {
+  return Error(ErrorCode::kUnavailable,
+               "PostgreSQL is unavailable: " + one_line(detail) + " (retry when the database is reachable again)")
+      .with("backend", "postgresql");
+}
+
+Failure classify(const std::exception& e) {
+  if (dynamic_cast<const pqxx::in_doubt_error*>(&e))
+    return {Error(ErrorCode::kUnavailable,
+                  "PostgreSQL connection lost during COMMIT; the outcome is unknown: " + one_line(e.what()))
+                .with("backend", "postgresql"),
+            FailureKind::kInDoubt};
+  if (dynamic_cast<const pqxx::broken_connection*>(&e) ||
+      dynamic_cast<const pqxx::statement_completion_unknown*>(&e))
+    return {unavailable(e.what()), FailureKind::kBroken};
+  if (dynamic_cast<const pqxx::transaction_rollback*>(&e))
+    return {Error(ErrorCode::kUnavailable, "PostgreSQL transaction conflict: " + one_line(e.what()))
+                .with("backend", "postgresql"),
+            FailureKind::kConflict};
+  if (const auto* sql = dynamic_cast<const pqxx::sql_error*>(&e)) {
+    const std::string& state = sql->sqlstate();
+    const std::string message = one_line(e.what());
+    auto with_state = [&](ErrorCode code, const std::string& text) {
+      return Error(code, text).with("sqlstate", state).with("backend", "postgresql");
+    };
+    if (state == "40001" || state == "40P01")
+      return {with_state(ErrorCode::kUnavailable, "PostgreSQL transaction conflict: " + message), FailureKind::kConflict};
+    // 08: connection exception; 57P01-3: the server is shutting down or starting up; 53300: too
+    // many connections.
+    if (state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03" || state == "53300")
+      return {unavailable(message).with("sqlstate", state), FailureKind::kBroken};
+    if (state == "23505") return {with_state(ErrorCode::kAlreadyExists, "already exists: " + message)};
+    if (state == "23503") return {with_state(ErrorCode::kNotFound, "referenced row not found: " + message)};
+    if (state == "57014") return {with_state(ErrorCode::kTimeout, "PostgreSQL statement timed out: " + message)};
+    if (state.starts_with("22")) return {with_state(ErrorCode::kInvalidArgument, "invalid value: " + message)};
+    return {with_state(ErrorCode::kInternal, "PostgreSQL error: " + message)};
+  }
+  return {Error(ErrorCode::kInternal, std::string("PostgreSQL store: ") + one_line(e.what()))
+              .with("backend", "postgresql")};
+}
+
+// libpq accepts both URIs and keyword strings; add connect_timeout in the matching syntax.
+std::string with_connect_timeout(const std::string& url, int seconds) {
+  if (seconds <= 0 || url.find("connect_timeout") != std::string::npos) return url;
+  const std::string value = std::to_string(seconds);
+  if (url.starts_with("postgresql://") || url.starts_with("postgres://"))
+    return url + (url.find('?') == std::string::npos ? "?" : "&") + "connect_timeout=" + value;
+  return url + (url.empty() ? "" : " ") + "connect_timeout=" + value;
+}
+
+// A bounded set of connections, opened lazily and handed out one caller at a time.
+class ConnectionPool {
+ public:
+  ConnectionPool(std::string conninfo, const PostgresOptions& options)
+      : conninfo_(std::move(conninfo)), options_(options) {}
+
+  struct Lease {
+    std::unique_ptr<pqxx::connection> conn;
+    bool fresh = false;  // opened for this call (so a failure says the server is down right now)
+  };
+
+  Result<Lease> acquire() {
+    std::unique_lock lock(mu_);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.acquire_timeout_ms);
+    while (idle_.empty() && open_ >= options_.pool_size) {
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty() && open_ >= options_.pool_size)
+        return Error(ErrorCode::kUnavailable, "all " + std::to_string(options_.pool_size) +
+                                                  " PostgreSQL connections stayed busy for " +
+                                                  std::to_string(options_.acquire_timeout_ms) +
+                                                  " ms; retry later or raise the pool size")
+            .with("backend", "postgresql");
+    }
+    if (!idle_.empty()) {
+      Lease lease{std::move(idle_.back()), false};
+      idle_.pop_back();
+      return lease;
+    }
+    ++open_;
+    lock.unlock();
+    try {
+      auto conn = std::make_unique<pqxx::connection>(conninfo_);
+      pqxx::nontransaction setup(*conn);
+      // NOTICEs (e.g. "relation already exists, skipping") would go to stderr otherwise.
+      setup.exec("SET client_min_messages TO warning");
+      setup.exec("SET statement_timeout TO " + std::to_string(std::max(0, options_.statement_timeout_ms)));
+      setup.commit();
+      return Lease{std::move(conn), true};
+    } catch (const std::exception& e) {
+      {
+        std::lock_guard relock(mu_);
+        --open_;
+      }
+      cv_.notify_one();
+      return classify(e).error;
+    }
+  }
+
+  void give_back(std::unique_ptr<pqxx::connection> conn) {
+    {
+      std::lock_guard lock(mu_);
+      idle_.push_back(std::move(conn));
+    }
+    cv_.notify_one();
+  }
+
+  // The leased connection is broken. The idle ones most likely are too (the server restarted or
+  // went away), so they are closed now rather than failing one call each later.
+  void discard(std::unique_ptr<pqxx::connection> conn) {
+    std::vector<std::unique_ptr<pqxx::connection>> stale;
+    {
+      std::lock_guard lock(mu_);
+      stale.swap(idle_);
+      open_ -= 1 + static_cast<int>(stale.size());
+    }
+    cv_.notify_all();
+    conn.reset();
+    stale.clear();
+  }
+
+ private:
+  const std::string conninfo_;
+  const PostgresOptions options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<pqxx::connection>> idle_;
+  int open_ = 0;  // idle + leased
+};
+
+// --- statements shared by the transaction object and the store's one-shot operations. They throw
+// pqxx exceptions; Impl::run() turns those into Errors.
+
+void insert_outbox(pqxx::transaction_base& t, const OutboxMessage& m, Timestamp now) {
+  t.exec_params("INSERT INTO outbox (topic, key, headers, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+                m.topic, m.key, headers_to_json(m.headers), pqxx::binarystring(m.payload), to_ms(now));
+}
+
+void advisory_lock(pqxx::transaction_base& t, int space, const std::string& a, const std::string& b) {
+  t.exec_params("SELECT pg_advisory_xact_lock($1::int4, hashtext($2))", space, a + '\x1f' + b);
+}
+
+std::vector<StepRecord> select_steps(pqxx::transaction_base& t, const std::string& image_id) {
+  auto r = t.exec_params(std::string("SELECT ") + kStepColumns + " FROM steps WHERE image_id = $1 ORDER BY model, step",
+                         image_id);
+  std::vector<StepRecord> out;
+  out.reserve(r.size());
+  for (const auto& row : r) out.push_back(read_step(row));
+  return out;
+}
+
+class PgTx final : public MetadataTx {
+ public:
+  PgTx(pqxx::work& w, Timestamp now) : w_(w), now_(now) {}
+
+  // The exception of the first statement that failed; the transaction is aborted from then on.
+  std::exception_ptr failure() const { return failure_; }
+
+  Result<bool> is_processed(const std::string& group, const std::string& event_id) override {
+    return guarded([&]() -> Result<bool> {
+      // Two workers handling the same (redelivered) event queue here; the second then sees the
+      // first one's marker (READ COMMITTED: the next statement takes a fresh snapshot).
+      advisory_lock(w_, kLockProcessedEvent, group, event_id);
+      auto r = w_.exec_params("SELECT 1 FROM processed_events WHERE consumer_group = $1 AND event_id = $2", group,
+                              event_id);
+      return !r.empty();
+    });
+  }
+
+  Status mark_processed(const std::string& group, const std::string& event_id) override {
+    return guarded([&]() -> Status {
+      w_.exec_params(
+          "INSERT INTO processed_events (consumer_group, event_id, processed_at) VALUES ($1, $2, $3)"
+          " ON CONFLICT DO NOTHING",
+          group, event_id, to_ms(now_));
+      return {};
+    });
+  }
+
+  Result<ImageRecord> get_image(const std::string& image_id) override {
+    return guarded([&]() -> Result<ImageRecord> {
+      auto r = w_.exec_params(std::string("SELECT ") + kImageColumns + " FROM images WHERE image_id = $1 FOR UPDATE",
+                              image_id);
+      if (r.empty()) return not_found("image", image_id);
+      locked_.insert(image_id);
+      return read_image(r[0]);
+    });
+  }
+
+  Status set_image_status(const std::string& image_id, ImageStatus status, const std::string& code,
+                          const std::string& message) override {
+    return guarded([&]() -> Status {
+      lock_image(image_id);
+      w_.exec_params(
+          "UPDATE images SET status = $1, error_code = $2, error_message = $3, updated_at = $4 WHERE image_id = $5",
+          image_status_name(status), opt(code), opt(message), to_ms(now_), image_id);
+      return {};
+    });
+  }
+
+  Status set_thumbnail(const std::string& image_id, const std::string& path) override {
+    return guarded([&]() -> Status {
+      lock_image(image_id);
+      w_.exec_params("UPDATE images SET thumbnail_path = $1, updated_at = $2 WHERE image_id = $3", path, to_ms(now_),
+                     image_id);
+      return {};
+    });
+  }
+
+  Result<bool> claim_completion(const std::string& image_id, Timestamp searchable_after) override {
+    return guarded([&]() -> Result<bool> {
+      lock_image(image_id);
+      auto r = w_.exec_params(
+          "UPDATE images SET completion_claimed = TRUE, status = 'completed', searchable_after = $1,"
+          " error_code = NULL, error_message = NULL, updated_at = $2"
+          " WHERE image_id = $3 AND NOT completion_claimed",
+          to_ms(searchable_after), to_ms(now_), image_id);
+      return r.affected_rows() == 1;
+    });
+  }
+
+  Result<std::vector<StepRecord>> get_steps(const std::string& image_id) override {
+    return guarded([&]() -> Result<std::vector<StepRecord>> {
+      lock_image(image_id);
+      return select_steps(w_, image_id);
+    });
+  }
+
+  Status upsert_step(const StepRecord& s) override {
+    return guarded([&]() -> Status {
+      lock_image(s.image_id);
+      const std::string started = opt_ms(s.started_at);
+      const std::string completed = opt_ms(s.completed_at);
+      const std::string duration = opt_int(s.duration_ms);
+      w_.exec_params(
+          "INSERT INTO steps (image_id, model, step, status, attempts, started_at, completed_at,"
+          " duration_ms, last_error, collection_name) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+          " ON CONFLICT (image_id, model, step) DO UPDATE SET status = excluded.status,"
+          " attempts = excluded.attempts, started_at = excluded.started_at,"
+          " completed_at = excluded.completed_at, duration_ms = excluded.duration_ms,"
+          " last_error = excluded.last_error, collection_name = excluded.collection_name",
+          s.image_id, s.model, s.step, step_status_name(s.status), s.attempts, opt(started), opt(completed),
+          opt(duration), opt(s.last_error), opt(s.collection_name));
+      return {};
+    });
+  }
+
+  Status enqueue(const OutboxMessage& m) override {
+    return guarded([&]() -> Status {
+      insert_outbox(w_, m, now_);
+      return {};
+    });
+  }
+
+  Status add_dead_letter(const DeadLetter& d) override {
+    return guarded([&]() -> Status {
+      w_.exec_params(
+          "INSERT INTO dead_letters (topic, key, payload, stage, error_code, error_message, image_id,"
+          " tenant_id, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+          d.topic, pqxx::binarystring(d.key), pqxx::binarystring(d.payload), d.stage, d.error_code, d.error_message,
+          opt(d.image_id), opt(d.tenant_id), d.attempts, to_ms(now_));
+      return {};
+    });
+  }
+
+  Status schedule_retry(Timestamp due_at, const OutboxMessage& m) override {
+    return guarded([&]() -> Status {
+      w_.exec_params("INSERT INTO scheduled_retries (due_at, topic, key, headers, payload) VALUES ($1, $2, $3, $4, $5)",
+                     to_ms(due_at), m.topic, m.key, headers_to_json(m.headers), pqxx::binarystring(m.payload));
+      return {};
+    });
+  }
+
+ private:
+  // Row lock on the image (once per transaction), taken before reading or writing anything of
+  // it, so transactions on the same image run one after the other.
+  void lock_image(const std::string& image_id) {
+    if (locked_.contains(image_id)) return;
+    w_.exec_params("SELECT 1 FROM images WHERE image_id = $1 FOR UPDATE", image_id);
+    locked_.insert(image_id);
+  }
+
+  template <typename F>
+  auto guarded(F&& f) -> decltype(f()) {
+    if (failure_)
+      return Error(ErrorCode::kFailedPrecondition, "an earlier statement of this PostgreSQL transaction failed")
+          .with("backend", "postgresql");
+    try {
+      return f();
+    } catch (const std::exception& e) {
+      failure_ = std::current_exception();
+      return classify(e).error;
+    }
+  }
+
+  pqxx::work& w_;
+  Timestamp now_;
+  std::set<std::string> locked_;
+  std::exception_ptr failure_;
+};
+
+}  // namespace
+
+struct PostgresMetadataStore::Impl {
+  Impl(const std::string& url, const Clock& c, const PostgresOptions& o)
+      : clock(c), options(o), pool(with_connect_timeout(url, o.connect_timeout_s), o) {}
+
+  // Runs body in one READ COMMITTED transaction on a pooled connection and commits when it
+  // returns OK. Re-runs it on serialization failure/deadlock, and once on a fresh connection when
+  // a pooled one turned out broken (stale after a server restart).
+  Status run(const std::function<Status(pqxx::work&)>& body) {
+    int conflicts = 0;
+    bool reconnected = false;
+    while (true) {
+      auto lease = pool.acquire();
+      if (!lease) return std::move(lease).error();
+      std::optional<Failure> failure;
+      Status result;
+      try {
+        pqxx::work w(*lease->conn);
+        result = body(w);
+        if (result) w.commit();
+      } catch (const std::exception& e) {
+        failure = classify(e);
+      }
+      if (!failure) {
+        pool.give_back(std::move(lease->conn));
+        return result;
+      }
+      const bool broken = failure->kind == FailureKind::kBroken || failure->kind == FailureKind::kInDoubt ||
+                          !lease->conn->is_open();
+      if (broken) pool.discard(std::move(lease->conn));
+      else pool.give_back(std::move(lease->conn));
+
+      if (failure->kind == FailureKind::kConflict && ++conflicts < options.max_attempts) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(std::min(50, 1 << std::min(conflicts, 6))));
+        continue;
+      }
+      if (failure->kind == FailureKind::kConflict)
+        return std::move(failure->error).with("attempts", std::to_string(conflicts));
+      if (failure->kind == FailureKind::kBroken && !lease->fresh && !reconnected) {
+        reconnected = true;
+        continue;
+      }
+      return std::move(failure->error);
+    }
+  }
+
+  Status migrate() {
+    return run([&](pqxx::work& w) -> Status {
+      w.exec("SELECT pg_advisory_xact_lock(" + std::to_string(kMigrationLockKey) + ")");
+      w.exec(
+          "CREATE TABLE IF NOT EXISTS schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL,"
+          " applied_at BIGINT NOT NULL, PRIMARY KEY (component, version))");
+      auto r = w.exec_params("SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = $1",
+                             kComponent);
+      const int64_t current = int64(r[0][0]);
+      for (const auto& m : kMigrations) {
+        if (m.version <= current) continue;
+        w.exec(m.sql);
+        w.exec_params("INSERT INTO schema_migrations (component, version, applied_at) VALUES ($1, $2, $3)",
+                      kComponent, m.version, to_ms(clock.now()));
+      }
+      return {};
+    });
+  }
+
+  const Clock& clock;
+  const PostgresOptions options;
+  ConnectionPool pool;
+};
+
+Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::open(const std::string& url,
+                                                                           const Clock& clock,
+                                                                           PostgresOptions options) {
+  if (options.pool_size < 1)
+    return Error(ErrorCode::kInvalidArgument, "PostgreSQL pool size must be at least 1")
+        .with("pool_size", std::to_string(options.pool_size));
+  options.max_attempts = std::max(1, options.max_attempts);
+  auto impl = std::make_unique<Impl>(url, clock, options);
+  if (auto st = impl->migrate(); !st) return std::move(st).error().with("component", kComponent);
+  return std::unique_ptr<PostgresMetadataStore>(new PostgresMetadataStore(std::move(impl)));
+}
+
+PostgresMetadataStore::PostgresMetadataStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PostgresMetadataStore::~PostgresMetadataStore() = default;
+
+Status PostgresMetadataStore::transact(const std::function<Status(MetadataTx&)>& fn) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    PgTx tx(w, impl_->clock.now());
+    Status st = fn(tx);
+    // A statement failed inside fn: classify the original exception (conflicts are retried) even
+    // if fn swallowed the error.
+    if (auto failure = tx.failure()) std::rethrow_exception(failure);
+    return st;
+  });
+}
+
+Status PostgresMetadataStore::create_tenant(const Tenant& t) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", t.id,
+                           to_ms(t.created_at));
+    if (r.affected_rows() == 0) return Error(ErrorCode::kAlreadyExists, "tenant already exists").with("tenant", t.id);
+    return {};
+  });
+}
+
+Result<Tenant> PostgresMetadataStore::get_tenant(const std::string& id) {
+  Tenant t;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("SELECT id, created_at FROM tenants WHERE id = $1", id);
+    if (r.empty()) return not_found("tenant", id);
+    t = Tenant{text(r[0][0]), from_ms(int64(r[0][1]))};
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return t;
+}
+
+Result<std::vector<Tenant>> PostgresMetadataStore::list_tenants() {
+  std::vector<Tenant> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    for (const auto& row : w.exec("SELECT id, created_at FROM tenants ORDER BY id"))
+      out.push_back(Tenant{text(row[0]), from_ms(int64(row[1]))});
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::add_api_key(const std::string& tenant_id, const std::string& key_sha256) {
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    w.exec_params("INSERT INTO api_keys (key_sha256, tenant_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                  key_sha256, tenant_id, to_ms(impl_->clock.now()));
+    return {};
+  });
+  if (!st && st.error().code == ErrorCode::kNotFound)
+    return Error(ErrorCode::kNotFound, "tenant not found; create it before adding keys").with("tenant", tenant_id);
+  return st;
+}
+
+Result<std::string> PostgresMetadataStore::tenant_for_key(const std::string& key_sha256) {
+  std::string tenant;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("SELECT tenant_id FROM api_keys WHERE key_sha256 = $1", key_sha256);
+    if (r.empty()) return Error(ErrorCode::kNotFound, "unknown API key");
+    tenant = text(r[0][0]);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return tenant;
+}
+
+Result<CreateImageOutcome> PostgresMetadataStore::create_image(
+    const ImageRecord& image, bool skip_duplicate_check,
+    const std::function<OutboxMessage(const ImageRecord&)>& make_event) {
+  CreateImageOutcome out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out = CreateImageOutcome{};
+    // Concurrent uploads with the same key or bytes queue here, so the second one finds the first.
+    if (!image.idempotency_key.empty()) advisory_lock(w, kLockIdempotencyKey, image.tenant_id, image.idempotency_key);
+    if (!skip_duplicate_check) advisory_lock(w, kLockSha256, image.tenant_id, image.sha256);
+    auto find_one = [&](const char* where, const std::string& a, const std::string& b) {
+      auto r = w.exec_params(std::string("SELECT ") + kImageColumns + " FROM images WHERE " + where +
+                                 " ORDER BY created_at LIMIT 1",
+                             a, b);
+      if (!r.empty()) out.image = read_image(r[0]);
+      return !r.empty();
+    };
+    if (!image.idempotency_key.empty() &&
+        find_one("tenant_id = $1 AND idempotency_key = $2", image.tenant_id, image.idempotency_key)) {
+      out.kind = CreateImageOutcome::Kind::kIdempotentReplay;
+      return {};
+    }
+    if (!skip_duplicate_check && find_one("tenant_id = $1 AND sha256 = $2", image.tenant_id, image.sha256)) {
+      out.kind = CreateImageOutcome::Kind::kDuplicate;
+      return {};
+    }
+    w.exec_params(
+        "INSERT INTO images (image_id, tenant_id, file_name, storage_path, file_size, content_type,"
+        " sha256, width, height, format, color_profile, uploaded_by, processing_options, models,"
+        " status, idempotency_key, thumbnail_path, correlation_id, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        image.image_id, image.tenant_id, image.file_name, image.storage_path, image.file_size, image.content_type,
+        image.sha256, image.width, image.height, image.format, image.color_profile, image.uploaded_by,
+        image.processing_options_json, nlohmann::json(image.models).dump(), image_status_name(image.status),
+        opt(image.idempotency_key), opt(image.thumbnail_path), image.correlation_id, to_ms(image.created_at),
+        to_ms(image.updated_at));
+    out.image = image;
+    out.kind = CreateImageOutcome::Kind::kCreated;
+    insert_outbox(w, make_event(image), impl_->clock.now());
+    return {};
+  });
+  if (!st) {
+    if (st.error().code == ErrorCode::kAlreadyExists)
+      return Error(ErrorCode::kAlreadyExists, "image already exists").with("imageId", image.image_id);
+    return std::move(st).error();
+  }
+  return out;
+}
+
+Result<ImageRecord> PostgresMetadataStore::get_image(const std::string& tenant_id, const std::string& image_id) {
+  ImageRecord out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(std::string("SELECT ") + kImageColumns + " FROM images WHERE image_id = $1 AND tenant_id = $2",
+                           image_id, tenant_id);
+    if (r.empty()) return not_found("image", image_id);
+    out = read_image(r[0]);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::vector<StepRecord>> PostgresMetadataStore::get_steps(const std::string& image_id) {
+  std::vector<StepRecord> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out = select_steps(w, image_id);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<ImagePage> PostgresMetadataStore::list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
+                                                     int limit, const std::string& cursor) {
+  std::optional<int64_t> cursor_ms;
+  std::string cursor_id;
+  if (!cursor.empty()) {
+    const auto sep = cursor.find('_');
+    if (sep == std::string::npos) return Error(ErrorCode::kInvalidArgument, "malformed cursor").with("cursor", cursor);
+    try {
+      cursor_ms = std::stoll(cursor.substr(0, sep));
+    } catch (...) {
+      return Error(ErrorCode::kInvalidArgument, "malformed cursor").with("cursor", cursor);
+    }
+    cursor_id = cursor.substr(sep + 1);
+  }
+  if (limit < 0) limit = 0;
+  ImagePage page;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    page = ImagePage{};
+    // $2/$3 are always bound; the keyset condition only applies with a cursor.
+    std::string sql = std::string("SELECT ") + kImageColumns + " FROM images WHERE tenant_id = $1";
+    sql += cursor_ms ? " AND (created_at, image_id) < ($2::bigint, $3::text)" : " AND $2::bigint IS NULL AND $3::text IS NULL";
+    sql += status ? " AND status = $5" : " AND $5::text IS NULL";
+    sql += " ORDER BY created_at DESC, image_id DESC LIMIT $4";
+    const std::string ms = opt_int(cursor_ms);
+    auto r = w.exec_params(sql, tenant_id, opt(ms), opt(cursor_id), static_cast<int64_t>(limit) + 1,
+                           status ? image_status_name(*status) : static_cast<const char*>(nullptr));
+    for (const auto& row : r) page.images.push_back(read_image(row));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  if (static_cast<int>(page.images.size()) > limit) {
+    page.images.resize(static_cast<size_t>(limit));
+    if (!page.images.empty()) {
+      const auto& last = page.images.back();
+      page.next_cursor = std::to_string(to_ms(last.created_at)) + "_" + last.image_id;
+    }
+  }
+  return page;
+}
+
+Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("DELETE FROM images WHERE image_id = $1 AND tenant_id = $2", image_id, tenant_id);
+    if (r.affected_rows() == 0) return not_found("image", image_id);
+    w.exec_params("DELETE FROM steps WHERE image_id = $1", image_id);
+    return {};
+  });
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> PostgresMetadataStore::count_by_status() {
+  std::vector<std::pair<std::string, int64_t>> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    for (const auto& row : w.exec("SELECT status, COUNT(*) FROM images GROUP BY status ORDER BY status"))
+      out.emplace_back(text(row[0]), int64(row[1]));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::optional<double>> PostgresMetadataStore::recent_step_duration_ms(const std::string& step, int window) {
+  std::optional<double> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(
+        "SELECT AVG(duration_ms)::float8 FROM (SELECT duration_ms FROM steps WHERE step = $1 AND status = 'completed'"
+        " AND duration_ms IS NOT NULL ORDER BY completed_at DESC LIMIT $2) recent",
+        step, static_cast<int64_t>(std::max(0, window)));
+    out.reset();
+    if (!r.empty() && !r[0][0].is_null()) out = r[0][0].as<double>();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::vector<OutboxRow>> PostgresMetadataStore::pending_outbox(int limit) {
+  std::vector<OutboxRow> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    const int64_t now = to_ms(impl_->clock.now());
+    // Claim in one statement; SKIP LOCKED lets concurrent relays take disjoint rows without
+    // waiting, and a row another relay claimed meanwhile fails the re-checked WHERE.
+    auto r = w.exec_params(
+        "UPDATE outbox SET claimed_until = $1 WHERE seq IN (SELECT seq FROM outbox WHERE sent_at IS NULL"
+        " AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+        " RETURNING seq, topic, key, headers, payload",
+        now + kOutboxLeaseMs, now, static_cast<int64_t>(std::max(0, limit)));
+    for (const auto& row : r)
+      out.push_back(OutboxRow{int64(row[0]), OutboxMessage{text(row[1]), text(row[2]), bytes(row[4]),
+                                                           headers_from_json(text(row[3]))}});
+    std::sort(out.begin(), out.end(), [](const OutboxRow& a, const OutboxRow& b) { return a.seq < b.seq; });
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::mark_outbox_sent(const std::vector<int64_t>& seqs) {
+  if (seqs.empty()) return {};
+  std::string array = "{";
+  for (size_t i = 0; i < seqs.size(); ++i) array += (i ? "," : "") + std::to_string(seqs[i]);
+  array += "}";
+  // Sent rows are deleted rather than kept: the bus holds the history from here on.
+  return impl_->run([&](pqxx::work& w) -> Status {
+    w.exec_params("DELETE FROM outbox WHERE seq = ANY($1::bigint[])", array);
+    return {};
+  });
+}
+
+Result<int64_t> PostgresMetadataStore::outbox_backlog() {
+  int64_t n = 0;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    n = int64(w.exec("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")[0][0]);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return n;
+}
+
+Result<int> PostgresMetadataStore::release_due_retries(Timestamp now, int limit) {
+  int moved = 0;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    // SKIP LOCKED: several retry stages may release at once; each row moves exactly once.
+    auto r = w.exec_params(
+        "DELETE FROM scheduled_retries WHERE id IN (SELECT id FROM scheduled_retries WHERE due_at <= $1"
+        " ORDER BY due_at, id LIMIT $2 FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, due_at, topic, key, headers, payload",
+        to_ms(now), static_cast<int64_t>(std::max(0, limit)));
+    std::vector<std::pair<std::pair<int64_t, int64_t>, OutboxMessage>> due;
+    for (const auto& row : r)
+      due.emplace_back(std::make_pair(int64(row[1]), int64(row[0])),
+                       OutboxMessage{text(row[2]), text(row[3]), bytes(row[5]), headers_from_json(text(row[4]))});
+    std::sort(due.begin(), due.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    for (const auto& [order, message] : due) insert_outbox(w, message, now);
+    moved = static_cast<int>(due.size());
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return moved;
+}
+
+Result<std::optional<Timestamp>> PostgresMetadataStore::next_retry_due() {
+  std::optional<Timestamp> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec("SELECT MIN(due_at) FROM scheduled_retries");
+    out.reset();
+    if (!r.empty() && !r[0][0].is_null()) out = from_ms(int64(r[0][0]));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::vector<DeadLetter>> PostgresMetadataStore::list_dead_letters(bool include_replayed, int limit) {
+  std::vector<DeadLetter> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    std::string sql = std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters";
+    if (!include_replayed) sql += " WHERE replayed_at IS NULL";
+    sql += " ORDER BY id LIMIT $1";
+    for (const auto& row : w.exec_params(sql, static_cast<int64_t>(std::max(0, limit))))
+      out.push_back(read_dead_letter(row));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<DeadLetter> PostgresMetadataStore::get_dead_letter(int64_t id) {
+  DeadLetter out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters WHERE id = $1", id);
+    if (r.empty()) return not_found("dead letter", std::to_string(id));
+    out = read_dead_letter(r[0]);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::replay_dead_letter(int64_t id, const OutboxMessage& message) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    const int64_t now = to_ms(impl_->clock.now());
+    // A concurrent replay of the same letter waits on its row and then finds it replayed.
+    auto r = w.exec_params(
+        "UPDATE dead_letters SET replayed_at = $1 WHERE id = $2 AND replayed_at IS NULL RETURNING image_id", now, id);
+    if (r.empty())
+      return Error(ErrorCode::kFailedPrecondition, "dead letter does not exist or was already replayed")
+          .with("id", std::to_string(id));
+    // The image is being processed again (unless it completed meanwhile).
+    if (!r[0][0].is_null())
+      w.exec_params(
+          "UPDATE images SET status = 'processing', error_code = NULL, error_message = NULL, updated_at = $1"
+          " WHERE image_id = $2 AND NOT completion_claimed",
+          now, text(r[0][0]));
+    insert_outbox(w, message, impl_->clock.now());
+    return {};
+  });
+}
+
+Status PostgresMetadataStore::trim_processed(Timestamp before) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    w.exec_params("DELETE FROM processed_events WHERE processed_at < $1", to_ms(before));
+    return {};
+  });
+}
+
+Status PostgresMetadataStore::ping() {
+  return impl_->run([](pqxx::work& w) -> Status {
+    w.exec("SELECT 1");
+    return {};
+  });
+}
+
+}  // namespace deeplens

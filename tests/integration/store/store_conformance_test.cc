@@ -1,0 +1,1041 @@
+// One conformance suite for every MetadataStore: the same tests run against the SQLite store (a
+// temp file) and the PostgreSQL store (a real PostgreSQL 15 server started once for the whole
+// suite, a fresh database per test). Then PostgreSQL-only behaviour: many threads updating the
+// same images lose nothing, and a server restart mid-run is survived without reopening the store.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/postgres/postgres_metadata_store.h"
+#include "store/sqlite/sqlite_database.h"
+#include "store/sqlite/sqlite_metadata_store.h"
+#include "support/postgres_server.h"
+
+namespace deeplens {
+namespace {
+
+using namespace std::chrono_literals;
+
+// --- one PostgreSQL server for the whole test program, started on first use.
+
+std::unique_ptr<testing::PostgresServer>& postgres_slot() {
+  static std::unique_ptr<testing::PostgresServer> server;
+  return server;
+}
+
+testing::PostgresServer& postgres_server() {
+  auto& slot = postgres_slot();
+  if (!slot) slot = std::make_unique<testing::PostgresServer>();
+  return *slot;
+}
+
+class PostgresEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override { postgres_slot().reset(); }
+};
+[[maybe_unused]] ::testing::Environment* const kPostgresEnvironment =
+    ::testing::AddGlobalTestEnvironment(new PostgresEnvironment);
+
+// --- the store under test, behind one factory.
+
+class StoreHarness {
+ public:
+  virtual ~StoreHarness() = default;
+  virtual MetadataStore& store() = 0;
+};
+
+class SqliteHarness final : public StoreHarness {
+ public:
+  explicit SqliteHarness(const Clock& clock) {
+    std::string templ = (std::filesystem::temp_directory_path() / "deeplens-store-XXXXXX").string();
+    if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed");
+    dir_ = templ;
+    db_ = std::move(SqliteDatabase::open(dir_ / "deeplens.db")).value();
+    // No log appender: enqueue writes the outbox table, as with an external bus.
+    store_ = std::move(SqliteMetadataStore::open(*db_, clock)).value();
+  }
+  ~SqliteHarness() override {
+    store_.reset();
+    db_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  MetadataStore& store() override { return *store_; }
+
+ private:
+  std::filesystem::path dir_;
+  std::unique_ptr<SqliteDatabase> db_;
+  std::unique_ptr<SqliteMetadataStore> store_;
+};
+
+class PostgresHarness final : public StoreHarness {
+ public:
+  PostgresHarness(const Clock& clock, PostgresOptions options = {}) {
+    url_ = postgres_server().create_database();
+    auto store = PostgresMetadataStore::open(url_, clock, options);
+    if (!store) throw std::runtime_error("open: " + store.error().to_string());
+    store_ = std::move(store).value();
+  }
+  MetadataStore& store() override { return *store_; }
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string url_;
+  std::unique_ptr<PostgresMetadataStore> store_;
+};
+
+std::unique_ptr<StoreHarness> make_harness(const std::string& backend, const Clock& clock) {
+  if (backend == "sqlite") return std::make_unique<SqliteHarness>(clock);
+  return std::make_unique<PostgresHarness>(clock);
+}
+
+// --- test data
+
+const Timestamp kT0 = Timestamp(std::chrono::milliseconds(1764324000000));  // 2025-11-28T10:00:00Z
+
+ImageRecord make_image(const std::string& id, const std::string& tenant = "acme-corp", const std::string& sha = "",
+                       Timestamp created = kT0, const std::string& idempotency_key = "") {
+  ImageRecord i;
+  i.image_id = id;
+  i.tenant_id = tenant;
+  i.file_name = id + ".jpg";
+  i.storage_path = "tenant-" + tenant + "/images/2025/11/28/" + id + ".jpg";
+  i.file_size = 204800;
+  i.content_type = "image/jpeg";
+  i.sha256 = sha.empty() ? "sha-" + id : sha;
+  i.width = 640;
+  i.height = 480;
+  i.format = "jpeg";
+  i.color_profile = "sRGB";
+  i.uploaded_by = "user-1";
+  i.processing_options_json = R"({"models":["resnet50"],"generateThumbnail":true})";
+  i.models = {"resnet50", "clip"};
+  i.idempotency_key = idempotency_key;
+  i.correlation_id = "evt_" + id;
+  i.created_at = created;
+  i.updated_at = created;
+  return i;
+}
+
+OutboxMessage event_for(const ImageRecord& i) {
+  return {"deeplens.images.uploaded", i.image_id, R"({"imageId":")" + i.image_id + R"("})",
+          {{"eventType", "ImageUploadedEvent"}, {"tenantId", i.tenant_id}}};
+}
+
+OutboxMessage message(const std::string& key, const std::string& payload) {
+  return {"deeplens.features.extraction", key, payload, {{"eventType", "FeatureExtractionRequestedEvent"}}};
+}
+
+StepRecord make_step(const std::string& image_id, const std::string& model, const std::string& step) {
+  StepRecord s;
+  s.image_id = image_id;
+  s.model = model;
+  s.step = step;
+  return s;
+}
+
+class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { harness_ = make_harness(GetParam(), clock_); }
+  void TearDown() override { harness_.reset(); }
+
+  MetadataStore& store() { return harness_->store(); }
+
+  ImageRecord create(const ImageRecord& image) {
+    auto out = store().create_image(image, false, event_for);
+    EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().to_string());
+    EXPECT_EQ(out->kind, CreateImageOutcome::Kind::kCreated);
+    return out->image;
+  }
+
+  int64_t backlog() {
+    auto n = store().outbox_backlog();
+    EXPECT_TRUE(n.ok());
+    return n.ok() ? *n : -1;
+  }
+
+  ImageStatus status_of(const std::string& id, const std::string& tenant = "acme-corp") {
+    auto image = store().get_image(tenant, id);
+    EXPECT_TRUE(image.ok()) << id;
+    return image.ok() ? image->status : ImageStatus::kUploaded;
+  }
+
+  ManualClock clock_{kT0};
+  std::unique_ptr<StoreHarness> harness_;
+};
+
+#define ASSERT_OK(expr)                                                         \
+  do {                                                                          \
+    const auto& ok_status_ = (expr);                                            \
+    ASSERT_TRUE(ok_status_.ok()) << #expr << ": " << ok_status_.error().to_string(); \
+  } while (0)
+
+TEST_P(StoreConformanceTest, TenantsAndApiKeys) {
+  ASSERT_OK(store().create_tenant({"globex", kT0}));
+  ASSERT_OK(store().create_tenant({"acme-corp", kT0 + 5ms}));
+  auto again = store().create_tenant({"acme-corp", kT0});
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
+
+  auto acme = store().get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_EQ(acme->id, "acme-corp");
+  EXPECT_EQ(acme->created_at, kT0 + 5ms);
+  auto missing = store().get_tenant("initech");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+
+  auto all = store().list_tenants();
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 2u);
+  EXPECT_EQ((*all)[0].id, "acme-corp");
+  EXPECT_EQ((*all)[1].id, "globex");
+
+  ASSERT_OK(store().add_api_key("acme-corp", "aaaa"));
+  ASSERT_OK(store().add_api_key("acme-corp", "aaaa"));  // idempotent
+  ASSERT_OK(store().add_api_key("globex", "bbbb"));
+  auto tenant = store().tenant_for_key("aaaa");
+  ASSERT_OK(tenant);
+  EXPECT_EQ(*tenant, "acme-corp");
+  EXPECT_EQ(*store().tenant_for_key("bbbb"), "globex");
+  auto unknown = store().tenant_for_key("cccc");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, CreateImageWritesExactlyOneOutboxRow) {
+  const ImageRecord image = make_image("img_1");
+  auto out = store().create_image(image, false, event_for);
+  ASSERT_OK(out);
+  EXPECT_EQ(out->kind, CreateImageOutcome::Kind::kCreated);
+  EXPECT_EQ(out->image.image_id, "img_1");
+
+  auto pending = store().pending_outbox(10);
+  ASSERT_OK(pending);
+  ASSERT_EQ(pending->size(), 1u);
+  const OutboxMessage expected = event_for(image);
+  EXPECT_EQ((*pending)[0].message.topic, expected.topic);
+  EXPECT_EQ((*pending)[0].message.key, "img_1");
+  EXPECT_EQ((*pending)[0].message.payload, expected.payload);
+  EXPECT_EQ((*pending)[0].message.headers, expected.headers);
+  EXPECT_EQ(backlog(), 1);
+}
+
+TEST_P(StoreConformanceTest, GetImageRoundTripsEveryField) {
+  ImageRecord image = make_image("img_rt", "acme-corp", "abc123", kT0 + 17ms, "idem-1");
+  image.thumbnail_path = "thumbnails/img_rt.jpg";
+  create(image);
+  auto got = store().get_image("acme-corp", "img_rt");
+  ASSERT_OK(got);
+  EXPECT_EQ(got->image_id, image.image_id);
+  EXPECT_EQ(got->tenant_id, image.tenant_id);
+  EXPECT_EQ(got->file_name, image.file_name);
+  EXPECT_EQ(got->storage_path, image.storage_path);
+  EXPECT_EQ(got->file_size, image.file_size);
+  EXPECT_EQ(got->content_type, image.content_type);
+  EXPECT_EQ(got->sha256, image.sha256);
+  EXPECT_EQ(got->width, image.width);
+  EXPECT_EQ(got->height, image.height);
+  EXPECT_EQ(got->format, image.format);
+  EXPECT_EQ(got->color_profile, image.color_profile);
+  EXPECT_EQ(got->uploaded_by, image.uploaded_by);
+  EXPECT_EQ(got->processing_options_json, image.processing_options_json);
+  EXPECT_EQ(got->models, image.models);
+  EXPECT_EQ(got->status, ImageStatus::kUploaded);
+  EXPECT_EQ(got->idempotency_key, "idem-1");
+  EXPECT_EQ(got->thumbnail_path, image.thumbnail_path);
+  EXPECT_EQ(got->error_code, "");
+  EXPECT_EQ(got->correlation_id, image.correlation_id);
+  EXPECT_EQ(got->created_at, kT0 + 17ms);
+  EXPECT_EQ(got->updated_at, kT0 + 17ms);
+  EXPECT_FALSE(got->searchable_after.has_value());
+
+  auto other_tenant = store().get_image("globex", "img_rt");
+  ASSERT_FALSE(other_tenant.ok());
+  EXPECT_EQ(other_tenant.error().code, ErrorCode::kNotFound);
+  auto missing = store().get_image("acme-corp", "img_nope");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, RepeatedIdempotencyKeyReturnsTheFirstImage) {
+  create(make_image("img_a", "acme-corp", "sha-a", kT0, "key-1"));
+  auto replay = store().create_image(make_image("img_b", "acme-corp", "sha-b", kT0 + 1s, "key-1"), false, event_for);
+  ASSERT_OK(replay);
+  EXPECT_EQ(replay->kind, CreateImageOutcome::Kind::kIdempotentReplay);
+  EXPECT_EQ(replay->image.image_id, "img_a");
+  // Even with the duplicate check off, the key wins.
+  auto replay2 = store().create_image(make_image("img_c", "acme-corp", "sha-c", kT0, "key-1"), true, event_for);
+  ASSERT_OK(replay2);
+  EXPECT_EQ(replay2->kind, CreateImageOutcome::Kind::kIdempotentReplay);
+  // Keys are per tenant.
+  auto other = store().create_image(make_image("img_d", "globex", "sha-d", kT0, "key-1"), false, event_for);
+  ASSERT_OK(other);
+  EXPECT_EQ(other->kind, CreateImageOutcome::Kind::kCreated);
+
+  EXPECT_EQ(backlog(), 2);
+  EXPECT_EQ(store().get_image("acme-corp", "img_b").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, SameBytesInTheTenantAreADuplicateUnlessTheCheckIsSkipped) {
+  create(make_image("img_a", "acme-corp", "same-sha"));
+  auto dup = store().create_image(make_image("img_b", "acme-corp", "same-sha", kT0 + 1s), false, event_for);
+  ASSERT_OK(dup);
+  EXPECT_EQ(dup->kind, CreateImageOutcome::Kind::kDuplicate);
+  EXPECT_EQ(dup->image.image_id, "img_a");
+  EXPECT_EQ(backlog(), 1);
+
+  auto other_tenant = store().create_image(make_image("img_c", "globex", "same-sha"), false, event_for);
+  ASSERT_OK(other_tenant);
+  EXPECT_EQ(other_tenant->kind, CreateImageOutcome::Kind::kCreated);
+
+  auto skipped = store().create_image(make_image("img_d", "acme-corp", "same-sha", kT0 + 2s), true, event_for);
+  ASSERT_OK(skipped);
+  EXPECT_EQ(skipped->kind, CreateImageOutcome::Kind::kCreated);
+  EXPECT_EQ(skipped->image.image_id, "img_d");
+  EXPECT_EQ(backlog(), 3);
+  ASSERT_OK(store().get_image("acme-corp", "img_d"));
+}
+
+TEST_P(StoreConformanceTest, CreatingTheSameImageIdTwiceIsRejected) {
+  create(make_image("img_a"));
+  auto again = store().create_image(make_image("img_a", "acme-corp", "other-sha"), true, event_for);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
+  EXPECT_EQ(backlog(), 1);
+}
+
+TEST_P(StoreConformanceTest, ListImagesFiltersByStatusAndPagesWithACursor) {
+  // Seven images; two share a timestamp so the image id breaks the tie.
+  std::vector<std::string> ids;
+  for (int i = 0; i < 7; ++i) {
+    const std::string id = "img_" + std::to_string(i);
+    const Timestamp at = kT0 + std::chrono::milliseconds(i == 4 ? 3 : i);
+    create(make_image(id, "acme-corp", "", at));
+  }
+  create(make_image("img_other", "globex"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    for (const char* id : {"img_1", "img_4", "img_5"})
+      if (auto st = tx.set_image_status(id, ImageStatus::kProcessing); !st) return st;
+    return {};
+  }));
+
+  std::vector<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = store().list_images("acme-corp", std::nullopt, 3, cursor);
+    ASSERT_OK(page);
+    ASSERT_LE(page->images.size(), 3u);
+    for (const auto& i : page->images) seen.push_back(i.image_id);
+    cursor = page->next_cursor;
+    ASSERT_LT(++pages, 10);
+  } while (!cursor.empty());
+  // Newest first; equal timestamps by image id descending.
+  EXPECT_EQ(seen, (std::vector<std::string>{"img_6", "img_5", "img_4", "img_3", "img_2", "img_1", "img_0"}));
+  EXPECT_EQ(pages, 3);
+
+  auto processing = store().list_images("acme-corp", ImageStatus::kProcessing, 10, "");
+  ASSERT_OK(processing);
+  std::vector<std::string> got;
+  for (const auto& i : processing->images) got.push_back(i.image_id);
+  EXPECT_EQ(got, (std::vector<std::string>{"img_5", "img_4", "img_1"}));
+  EXPECT_TRUE(processing->next_cursor.empty());
+
+  auto first = store().list_images("acme-corp", ImageStatus::kProcessing, 2, "");
+  ASSERT_OK(first);
+  ASSERT_EQ(first->images.size(), 2u);
+  ASSERT_FALSE(first->next_cursor.empty());
+  auto second = store().list_images("acme-corp", ImageStatus::kProcessing, 2, first->next_cursor);
+  ASSERT_OK(second);
+  ASSERT_EQ(second->images.size(), 1u);
+  EXPECT_EQ(second->images[0].image_id, "img_1");
+  EXPECT_TRUE(second->next_cursor.empty());
+
+  auto bad = store().list_images("acme-corp", std::nullopt, 3, "not-a-cursor");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().code, ErrorCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformanceTest, DeleteImageRemovesItsRowAndSteps) {
+  create(make_image("img_del"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) { return tx.upsert_step(make_step("img_del", "resnet50", "vector_indexing")); }));
+  auto wrong_tenant = store().delete_image("globex", "img_del");
+  ASSERT_FALSE(wrong_tenant.ok());
+  EXPECT_EQ(wrong_tenant.error().code, ErrorCode::kNotFound);
+
+  ASSERT_OK(store().delete_image("acme-corp", "img_del"));
+  EXPECT_EQ(store().get_image("acme-corp", "img_del").error().code, ErrorCode::kNotFound);
+  auto steps = store().get_steps("img_del");
+  ASSERT_OK(steps);
+  EXPECT_TRUE(steps->empty());
+  auto again = store().delete_image("acme-corp", "img_del");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, StepsAreUpsertedByImageModelAndStep) {
+  create(make_image("img_s"));
+  StepRecord extraction = make_step("img_s", "resnet50", "feature_extraction");
+  extraction.status = StepStatus::kRunning;
+  extraction.attempts = 1;
+  extraction.started_at = kT0 + 10ms;
+  ASSERT_OK(store().transact([&](MetadataTx& tx) -> Status {
+    if (auto st = tx.upsert_step(extraction); !st) return st;
+    if (auto st = tx.upsert_step(make_step("img_s", "clip", "feature_extraction")); !st) return st;
+    return tx.upsert_step(make_step("img_s", "resnet50", "vector_indexing"));
+  }));
+
+  extraction.status = StepStatus::kCompleted;
+  extraction.attempts = 2;
+  extraction.completed_at = kT0 + 60ms;
+  extraction.duration_ms = 50;
+  extraction.last_error = "TIMEOUT: first attempt";
+  extraction.collection_name = "tenant_acme-corp_resnet50_vectors";
+  ASSERT_OK(store().transact([&](MetadataTx& tx) { return tx.upsert_step(extraction); }));
+
+  auto steps = store().get_steps("img_s");
+  ASSERT_OK(steps);
+  ASSERT_EQ(steps->size(), 3u);
+  // Ordered by model, then step.
+  EXPECT_EQ((*steps)[0].model, "clip");
+  EXPECT_EQ((*steps)[0].status, StepStatus::kPending);
+  EXPECT_FALSE((*steps)[0].started_at.has_value());
+  EXPECT_FALSE((*steps)[0].duration_ms.has_value());
+  const StepRecord& s = (*steps)[1];
+  EXPECT_EQ(s.model, "resnet50");
+  EXPECT_EQ(s.step, "feature_extraction");
+  EXPECT_EQ(s.status, StepStatus::kCompleted);
+  EXPECT_EQ(s.attempts, 2);
+  EXPECT_EQ(s.started_at, kT0 + 10ms);
+  EXPECT_EQ(s.completed_at, kT0 + 60ms);
+  EXPECT_EQ(s.duration_ms, 50);
+  EXPECT_EQ(s.last_error, "TIMEOUT: first attempt");
+  EXPECT_EQ(s.collection_name, "tenant_acme-corp_resnet50_vectors");
+  EXPECT_EQ((*steps)[2].step, "vector_indexing");
+
+  // The same view inside a transaction.
+  ASSERT_OK(store().transact([&](MetadataTx& tx) -> Status {
+    auto in_tx = tx.get_steps("img_s");
+    if (!in_tx) return std::move(in_tx).error();
+    EXPECT_EQ(in_tx->size(), 3u);
+    return {};
+  }));
+}
+
+TEST_P(StoreConformanceTest, FailedTransactionLeavesNothingBehind) {
+  create(make_image("img_rb"));
+  const int64_t before = backlog();
+  Status st = store().transact([&](MetadataTx& tx) -> Status {
+    if (auto s = tx.set_image_status("img_rb", ImageStatus::kFailed, "BOOM", "it broke"); !s) return s;
+    if (auto s = tx.set_thumbnail("img_rb", "thumbnails/x.jpg"); !s) return s;
+    if (auto s = tx.upsert_step(make_step("img_rb", "resnet50", "feature_extraction")); !s) return s;
+    if (auto s = tx.mark_processed("g", "evt_1"); !s) return s;
+    if (auto s = tx.enqueue(message("img_rb", "{}")); !s) return s;
+    DeadLetter d;
+    d.topic = "t";
+    d.key = "img_rb";
+    d.payload = "{}";
+    d.stage = "extract";
+    d.error_code = "X";
+    d.error_message = "y";
+    if (auto s = tx.add_dead_letter(d); !s) return s;
+    if (auto s = tx.schedule_retry(kT0 + 1s, message("img_rb", "{}")); !s) return s;
+    auto claimed = tx.claim_completion("img_rb", kT0);
+    if (!claimed) return std::move(claimed).error();
+    return Error(ErrorCode::kInternal, "stage failed after its writes");
+  });
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.error().code, ErrorCode::kInternal);
+  EXPECT_EQ(st.error().message, "stage failed after its writes");
+
+  auto image = store().get_image("acme-corp", "img_rb");
+  ASSERT_OK(image);
+  EXPECT_EQ(image->status, ImageStatus::kUploaded);
+  EXPECT_EQ(image->thumbnail_path, "");
+  EXPECT_EQ(image->error_code, "");
+  EXPECT_TRUE(store().get_steps("img_rb")->empty());
+  EXPECT_EQ(backlog(), before);
+  EXPECT_TRUE(store().list_dead_letters(true, 10)->empty());
+  EXPECT_FALSE(store().next_retry_due()->has_value());
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    auto p = tx.is_processed("g", "evt_1");
+    if (!p) return std::move(p).error();
+    EXPECT_FALSE(*p);
+    // The completion was rolled back too: it can still be claimed.
+    auto c = tx.claim_completion("img_rb", kT0);
+    if (!c) return std::move(c).error();
+    EXPECT_TRUE(*c);
+    return {};
+  }));
+}
+
+TEST_P(StoreConformanceTest, ProcessedEventsAreRememberedPerGroup) {
+  auto check = [&](const std::string& group, const std::string& id) {
+    bool seen = false;
+    EXPECT_TRUE(store().transact([&](MetadataTx& tx) -> Status {
+      auto p = tx.is_processed(group, id);
+      if (!p) return std::move(p).error();
+      seen = *p;
+      return {};
+    }).ok());
+    return seen;
+  };
+  EXPECT_FALSE(check("orchestrator", "evt_1"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    if (auto s = tx.mark_processed("orchestrator", "evt_1"); !s) return s;
+    return tx.mark_processed("orchestrator", "evt_1");  // marking twice is harmless
+  }));
+  EXPECT_TRUE(check("orchestrator", "evt_1"));
+  EXPECT_FALSE(check("extractor", "evt_1"));
+  EXPECT_FALSE(check("orchestrator", "evt_2"));
+}
+
+TEST_P(StoreConformanceTest, CompletionIsClaimedOnlyOnce) {
+  create(make_image("img_c"));
+  clock_.advance(5s);
+  ASSERT_OK(store().transact([](MetadataTx& tx) {
+    return tx.set_image_status("img_c", ImageStatus::kFailed, "TRANSIENT", "will retry");
+  }));
+  std::vector<bool> claims;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_OK(store().transact([&](MetadataTx& tx) -> Status {
+      auto c = tx.claim_completion("img_c", kT0 + 6s);
+      if (!c) return std::move(c).error();
+      claims.push_back(*c);
+      return {};
+    }));
+  }
+  EXPECT_EQ(claims, (std::vector<bool>{true, false}));
+  auto image = store().get_image("acme-corp", "img_c");
+  ASSERT_OK(image);
+  EXPECT_EQ(image->status, ImageStatus::kCompleted);
+  EXPECT_EQ(image->searchable_after, kT0 + 6s);
+  EXPECT_EQ(image->error_code, "");
+  EXPECT_EQ(image->error_message, "");
+  EXPECT_EQ(image->updated_at, kT0 + 5s);
+}
+
+TEST_P(StoreConformanceTest, OutboxIsRelayedInOrderAndSentRowsLeave) {
+  create(make_image("img_o"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    for (int i = 1; i <= 4; ++i)
+      if (auto s = tx.enqueue(message("img_o", "{\"n\":" + std::to_string(i) + "}")); !s) return s;
+    return {};
+  }));
+  EXPECT_EQ(backlog(), 5);
+  auto first = store().pending_outbox(3);
+  ASSERT_OK(first);
+  ASSERT_EQ(first->size(), 3u);
+  EXPECT_EQ((*first)[0].message.topic, "deeplens.images.uploaded");
+  EXPECT_EQ((*first)[1].message.payload, "{\"n\":1}");
+  EXPECT_EQ((*first)[2].message.payload, "{\"n\":2}");
+  EXPECT_EQ((*first)[1].message.headers, message("", "").headers);
+  EXPECT_LT((*first)[0].seq, (*first)[1].seq);
+  EXPECT_LT((*first)[1].seq, (*first)[2].seq);
+
+  ASSERT_OK(store().mark_outbox_sent({(*first)[0].seq, (*first)[1].seq}));
+  ASSERT_OK(store().mark_outbox_sent({}));
+  EXPECT_EQ(backlog(), 3);
+  // The third row is still claimed by the first call (a relay that took it and has not confirmed
+  // yet): another call gets only the rows nobody holds.
+  auto rest = store().pending_outbox(10);
+  ASSERT_OK(rest);
+  ASSERT_EQ(rest->size(), 2u);
+  EXPECT_EQ((*rest)[0].message.payload, "{\"n\":3}");
+  EXPECT_EQ((*rest)[1].message.payload, "{\"n\":4}");
+  EXPECT_TRUE(store().pending_outbox(10)->empty());
+  ASSERT_OK(store().mark_outbox_sent({(*rest)[0].seq, (*rest)[1].seq}));
+  EXPECT_EQ(backlog(), 1);
+
+  // The unconfirmed row comes back once its lease (5 s) has passed.
+  clock_.advance(4s);
+  EXPECT_TRUE(store().pending_outbox(10)->empty());
+  clock_.advance(1001ms);
+  auto expired = store().pending_outbox(10);
+  ASSERT_OK(expired);
+  ASSERT_EQ(expired->size(), 1u);
+  EXPECT_EQ((*expired)[0].seq, (*first)[2].seq);
+  EXPECT_EQ((*expired)[0].message.payload, "{\"n\":2}");
+  ASSERT_OK(store().mark_outbox_sent({(*expired)[0].seq}));
+  EXPECT_EQ(backlog(), 0);
+  clock_.advance(1h);
+  EXPECT_TRUE(store().pending_outbox(10)->empty());
+}
+
+TEST_P(StoreConformanceTest, ScheduledRetriesAreReleasedWhenDueAndNotBefore) {
+  EXPECT_FALSE(store().next_retry_due()->has_value());
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    if (auto s = tx.schedule_retry(kT0 + 2000ms, message("img_late", "late")); !s) return s;
+    return tx.schedule_retry(kT0 + 1000ms, message("img_early", "early"));
+  }));
+  auto due = store().next_retry_due();
+  ASSERT_OK(due);
+  EXPECT_EQ(*due, kT0 + 1000ms);
+
+  auto none = store().release_due_retries(kT0 + 999ms, 10);
+  ASSERT_OK(none);
+  EXPECT_EQ(*none, 0);
+  EXPECT_EQ(backlog(), 0);
+
+  auto one = store().release_due_retries(kT0 + 1000ms, 10);
+  ASSERT_OK(one);
+  EXPECT_EQ(*one, 1);
+  auto pending = store().pending_outbox(10);
+  ASSERT_OK(pending);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].message.key, "img_early");
+  EXPECT_EQ((*pending)[0].message.payload, "early");
+  EXPECT_EQ((*pending)[0].message.headers, message("", "").headers);
+  EXPECT_EQ(*store().next_retry_due(), kT0 + 2000ms);
+
+  auto rest = store().release_due_retries(kT0 + 60s, 10);
+  ASSERT_OK(rest);
+  EXPECT_EQ(*rest, 1);
+  EXPECT_EQ(backlog(), 2);
+  EXPECT_FALSE(store().next_retry_due()->has_value());
+  EXPECT_EQ(*store().release_due_retries(kT0 + 60s, 10), 0);
+}
+
+TEST_P(StoreConformanceTest, DeadLettersAreListedAndReplayed) {
+  create(make_image("img_dl"));
+  create(make_image("img_done"));
+  {
+    auto uploaded = store().pending_outbox(10);
+    ASSERT_OK(uploaded);
+    ASSERT_EQ(uploaded->size(), 2u);
+    ASSERT_OK(store().mark_outbox_sent({(*uploaded)[0].seq, (*uploaded)[1].seq}));
+  }
+  clock_.advance(1s);
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    if (auto s = tx.set_image_status("img_dl", ImageStatus::kFailed, "EXTRACTION_FAILED", "model crashed"); !s) return s;
+    for (const char* id : {"img_dl", "img_done"}) {
+      DeadLetter d;
+      d.topic = "deeplens.features.extraction";
+      d.key = id;
+      d.payload = std::string("{\"imageId\":\"") + id + "\"}";
+      d.stage = "feature_extraction";
+      d.error_code = "EXTRACTION_FAILED";
+      d.error_message = "model crashed";
+      d.image_id = id;
+      d.tenant_id = "acme-corp";
+      d.attempts = 3;
+      if (auto s = tx.add_dead_letter(d); !s) return s;
+    }
+    DeadLetter poison;  // undecodable: no image, no tenant
+    poison.topic = "deeplens.images.uploaded";
+    poison.key = "k";
+    poison.payload = "not json";
+    poison.stage = "orchestration";
+    poison.error_code = "POISON";
+    poison.error_message = "undecodable";
+    if (auto s = tx.add_dead_letter(poison); !s) return s;
+    return tx.claim_completion("img_done", kT0).ok() ? Status() : Error(ErrorCode::kInternal, "claim");
+  }));
+
+  auto letters = store().list_dead_letters(false, 10);
+  ASSERT_OK(letters);
+  ASSERT_EQ(letters->size(), 3u);
+  const DeadLetter& first = (*letters)[0];
+  EXPECT_EQ(first.topic, "deeplens.features.extraction");
+  EXPECT_EQ(first.key, "img_dl");
+  EXPECT_EQ(first.payload, "{\"imageId\":\"img_dl\"}");
+  EXPECT_EQ(first.stage, "feature_extraction");
+  EXPECT_EQ(first.error_code, "EXTRACTION_FAILED");
+  EXPECT_EQ(first.error_message, "model crashed");
+  EXPECT_EQ(first.image_id, "img_dl");
+  EXPECT_EQ(first.tenant_id, "acme-corp");
+  EXPECT_EQ(first.attempts, 3);
+  EXPECT_EQ(first.created_at, kT0 + 1s);
+  EXPECT_FALSE(first.replayed_at.has_value());
+  EXPECT_EQ((*letters)[2].image_id, "");
+  EXPECT_EQ((*letters)[2].tenant_id, "");
+  EXPECT_EQ(store().list_dead_letters(false, 2)->size(), 2u);
+
+  auto got = store().get_dead_letter(first.id);
+  ASSERT_OK(got);
+  EXPECT_EQ(got->payload, first.payload);
+  EXPECT_EQ(store().get_dead_letter(first.id + 1000).error().code, ErrorCode::kNotFound);
+
+  clock_.advance(1s);
+  ASSERT_OK(store().replay_dead_letter(first.id, message("img_dl", "{\"replay\":1}")));
+  EXPECT_EQ(status_of("img_dl"), ImageStatus::kProcessing);
+  EXPECT_EQ(store().get_image("acme-corp", "img_dl")->error_code, "");
+  auto pending = store().pending_outbox(10);
+  ASSERT_OK(pending);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].message.payload, "{\"replay\":1}");
+
+  // A completed image stays completed; the event is still enqueued.
+  ASSERT_OK(store().replay_dead_letter((*letters)[1].id, message("img_done", "{\"replay\":2}")));
+  EXPECT_EQ(status_of("img_done"), ImageStatus::kCompleted);
+  EXPECT_EQ(backlog(), 2);
+
+  auto twice = store().replay_dead_letter(first.id, message("img_dl", "{}"));
+  ASSERT_FALSE(twice.ok());
+  EXPECT_EQ(twice.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_EQ(backlog(), 2);
+
+  auto open = store().list_dead_letters(false, 10);
+  ASSERT_OK(open);
+  ASSERT_EQ(open->size(), 1u);
+  EXPECT_EQ((*open)[0].error_code, "POISON");
+  auto all = store().list_dead_letters(true, 10);
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].replayed_at, kT0 + 2s);
+}
+
+TEST_P(StoreConformanceTest, TrimProcessedForgetsOnlyOldMarkers) {
+  ASSERT_OK(store().transact([](MetadataTx& tx) { return tx.mark_processed("g", "evt_old"); }));
+  clock_.advance(1h);
+  ASSERT_OK(store().transact([](MetadataTx& tx) { return tx.mark_processed("g", "evt_new"); }));
+  ASSERT_OK(store().trim_processed(kT0 + 30min));
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    EXPECT_FALSE(*tx.is_processed("g", "evt_old"));
+    EXPECT_TRUE(*tx.is_processed("g", "evt_new"));
+    return {};
+  }));
+}
+
+TEST_P(StoreConformanceTest, RecentStepDurationAveragesTheLastCompletedSteps) {
+  auto none = store().recent_step_duration_ms("feature_extraction", 10);
+  ASSERT_OK(none);
+  EXPECT_FALSE(none->has_value());
+  create(make_image("img_d"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    const std::vector<std::pair<const char*, int64_t>> runs = {{"m1", 100}, {"m2", 200}, {"m3", 300}, {"m4", 401}};
+    int i = 0;
+    for (const auto& [model, ms] : runs) {
+      StepRecord s = make_step("img_d", model, "feature_extraction");
+      s.status = StepStatus::kCompleted;
+      s.completed_at = kT0 + std::chrono::seconds(++i);
+      s.duration_ms = ms;
+      if (auto st = tx.upsert_step(s); !st) return st;
+    }
+    StepRecord running = make_step("img_d", "m5", "feature_extraction");  // not completed: ignored
+    running.status = StepStatus::kRunning;
+    running.duration_ms = 100000;
+    if (auto st = tx.upsert_step(running); !st) return st;
+    StepRecord other = make_step("img_d", "m1", "vector_indexing");
+    other.status = StepStatus::kCompleted;
+    other.completed_at = kT0 + 10s;
+    other.duration_ms = 5;
+    return tx.upsert_step(other);
+  }));
+  auto last2 = store().recent_step_duration_ms("feature_extraction", 2);
+  ASSERT_OK(last2);
+  ASSERT_TRUE(last2->has_value());
+  EXPECT_DOUBLE_EQ(**last2, 350.5);
+  EXPECT_DOUBLE_EQ(**store().recent_step_duration_ms("feature_extraction", 100), 250.25);
+  EXPECT_DOUBLE_EQ(**store().recent_step_duration_ms("vector_indexing", 100), 5.0);
+}
+
+TEST_P(StoreConformanceTest, CountByStatusCountsEveryTenant) {
+  auto empty = store().count_by_status();
+  ASSERT_OK(empty);
+  EXPECT_TRUE(empty->empty());
+  create(make_image("img_1"));
+  create(make_image("img_2"));
+  create(make_image("img_3", "globex"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) { return tx.set_image_status("img_3", ImageStatus::kProcessing); }));
+  auto counts = store().count_by_status();
+  ASSERT_OK(counts);
+  EXPECT_EQ(*counts, (std::vector<std::pair<std::string, int64_t>>{{"processing", 1}, {"uploaded", 2}}));
+}
+
+TEST_P(StoreConformanceTest, PingAnswersWhileTheBackendIsUp) { ASSERT_OK(store().ping()); }
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest, ::testing::Values("sqlite", "postgresql"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// ------------------------------------------------------------------------------------------------
+// PostgreSQL only
+
+class PostgresStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    PostgresOptions options;
+    options.pool_size = 8;
+    options.connect_timeout_s = 2;
+    harness_ = std::make_unique<PostgresHarness>(clock_, options);
+  }
+  MetadataStore& store() { return harness_->store(); }
+
+  SystemClock clock_;
+  std::unique_ptr<PostgresHarness> harness_;
+};
+
+TEST_F(PostgresStoreTest, ConcurrentReadModifyWriteOfTheSameImagesLosesNoUpdate) {
+  constexpr int kThreads = 8;
+  constexpr int kUpdates = 200;
+  for (const char* id : {"img_a", "img_b"})
+    ASSERT_OK(store().create_image(make_image(id), true, event_for));
+
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kUpdates; ++i) {
+        const std::string image = (i + t) % 2 ? "img_a" : "img_b";
+        // A counter kept in a step's attempts: read, add one, write back — the pattern the stages
+        // use. Plus a per-thread step on the same image, written concurrently.
+        Status st = store().transact([&](MetadataTx& tx) -> Status {
+          auto steps = tx.get_steps(image);
+          if (!steps) return std::move(steps).error();
+          StepRecord counter = make_step(image, "counter", "feature_extraction");
+          for (const auto& s : *steps)
+            if (s.model == "counter") counter = s;
+          ++counter.attempts;
+          if (auto s = tx.upsert_step(counter); !s) return s;
+          StepRecord mine = make_step(image, "thread-" + std::to_string(t), "vector_indexing");
+          mine.attempts = i + 1;
+          return tx.upsert_step(mine);
+        });
+        if (!st) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures.load(), 0);
+
+  int total = 0;
+  for (const char* id : {"img_a", "img_b"}) {
+    auto steps = store().get_steps(id);
+    ASSERT_OK(steps);
+    ASSERT_EQ(steps->size(), 1u + kThreads);
+    for (const auto& s : *steps) {
+      if (s.model == "counter") {
+        EXPECT_EQ(s.attempts, kThreads * kUpdates / 2) << id;
+        total += s.attempts;
+      }
+    }
+  }
+  EXPECT_EQ(total, kThreads * kUpdates);
+  // Each thread's last write on each image is its last iteration touching that image.
+  auto steps = store().get_steps("img_a");
+  for (const auto& s : *steps) {
+    if (s.model.starts_with("thread-")) {
+      EXPECT_GE(s.attempts, kUpdates - 1) << s.model;
+    }
+  }
+}
+
+TEST_F(PostgresStoreTest, ConcurrentDeliveriesOfOneEventTakeEffectOnce) {
+  ASSERT_OK(store().create_image(make_image("img_e"), true, event_for));
+  constexpr int kThreads = 8;
+  std::atomic<int> effects{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int e = 0; e < 20; ++e) {
+        const std::string event_id = "evt_" + std::to_string(e);
+        bool applied = false;
+        Status st = store().transact([&](MetadataTx& tx) -> Status {
+          applied = false;
+          auto seen = tx.is_processed("extractor", event_id);
+          if (!seen) return std::move(seen).error();
+          if (*seen) return {};
+          if (auto s = tx.mark_processed("extractor", event_id); !s) return s;
+          applied = true;
+          return tx.enqueue(message("img_e", event_id));
+        });
+        if (!st) ++failures;
+        else if (applied) ++effects;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(effects.load(), 20);
+  EXPECT_EQ(*store().outbox_backlog(), 1 + 20);
+}
+
+TEST_F(PostgresStoreTest, ConcurrentUploadsWithOneIdempotencyKeyCreateOneImage) {
+  constexpr int kThreads = 8;
+  std::vector<CreateImageOutcome::Kind> kinds(kThreads);
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto out = store().create_image(make_image("img_" + std::to_string(t), "acme-corp", "same-bytes", kT0, "key-1"),
+                                      false, event_for);
+      if (!out) ++failures;
+      else kinds[static_cast<size_t>(t)] = out->kind;
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ(failures.load(), 0);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), CreateImageOutcome::Kind::kCreated), 1);
+  EXPECT_EQ(std::count(kinds.begin(), kinds.end(), CreateImageOutcome::Kind::kIdempotentReplay), kThreads - 1);
+  EXPECT_EQ(*store().outbox_backlog(), 1);
+}
+
+TEST_F(PostgresStoreTest, ConcurrentRelaysPublishEveryOutboxRowOnce) {
+  constexpr int kRows = 300;
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    for (int i = 0; i < kRows; ++i)
+      if (auto s = tx.enqueue(message("img_" + std::to_string(i % 7), std::to_string(i))); !s) return s;
+    return {};
+  }));
+  std::mutex mu;
+  std::multiset<std::string> published;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> relays;
+  for (int t = 0; t < 4; ++t) {
+    relays.emplace_back([&] {
+      while (true) {
+        auto batch = store().pending_outbox(16);
+        if (!batch) {
+          ++failures;
+          return;
+        }
+        if (batch->empty()) return;
+        std::vector<int64_t> seqs;
+        {
+          std::lock_guard lock(mu);
+          for (const auto& r : *batch) {
+            published.insert(r.message.payload);
+            seqs.push_back(r.seq);
+          }
+        }
+        if (!store().mark_outbox_sent(seqs)) ++failures;
+      }
+    });
+  }
+  for (auto& r : relays) r.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(published.size(), static_cast<size_t>(kRows));
+  for (int i = 0; i < kRows; ++i) EXPECT_EQ(published.count(std::to_string(i)), 1u) << i;
+  EXPECT_EQ(*store().outbox_backlog(), 0);
+}
+
+TEST_F(PostgresStoreTest, DeadLettersKeepUndecodableBytes) {
+  const std::string raw("\x00\xff\xfe{not utf-8\x80", 14);
+  ASSERT_OK(store().transact([&](MetadataTx& tx) {
+    DeadLetter d;
+    d.topic = "deeplens.images.uploaded";
+    d.key = std::string("\xc3\x28", 2);
+    d.payload = raw;
+    d.stage = "orchestration";
+    d.error_code = "POISON";
+    d.error_message = "undecodable";
+    return tx.add_dead_letter(d);
+  }));
+  auto letters = store().list_dead_letters(false, 10);
+  ASSERT_OK(letters);
+  ASSERT_EQ(letters->size(), 1u);
+  EXPECT_EQ((*letters)[0].payload, raw);
+  EXPECT_EQ((*letters)[0].key, std::string("\xc3\x28", 2));
+}
+
+TEST_F(PostgresStoreTest, UnreachableServerIsUnavailableWithAClearMessage) {
+  auto store = PostgresMetadataStore::open("postgresql://postgres@127.0.0.1:1/nothing", clock_, {});
+  ASSERT_FALSE(store.ok());
+  EXPECT_EQ(store.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(store.error().message.find("PostgreSQL is unavailable"), std::string::npos) << store.error().message;
+  EXPECT_NE(store.error().message.find("Connection refused"), std::string::npos) << store.error().message;
+}
+
+TEST_F(PostgresStoreTest, MigrationsAreRecordedAndReopeningIsANoOp) {
+  auto again = PostgresMetadataStore::open(harness_->url(), clock_, {});
+  ASSERT_OK(again);
+  pqxx::connection c(harness_->url());
+  pqxx::nontransaction n(c);
+  auto r = n.exec("SELECT component, version FROM schema_migrations ORDER BY version");
+  ASSERT_EQ(r.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(r[i][0].as<std::string>(), "metadata");
+    EXPECT_EQ(r[i][1].as<int>(), i + 1);
+  }
+}
+
+// The acceptance scenario of issue 7: PostgreSQL restarted mid-run. While it is down every call
+// answers kUnavailable with a readable message; afterwards the same store object works again by
+// itself, and every upload it acknowledged is there, each with its event.
+TEST_F(PostgresStoreTest, SurvivesAServerRestartWithoutLosingAcknowledgedWrites) {
+  std::mutex mu;
+  std::vector<std::string> acknowledged;
+  std::vector<Error> errors;
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok_count{0};
+  std::atomic<int> error_count{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop; ++i) {
+      const std::string id = "img_" + std::to_string(i);
+      auto out = store().create_image(make_image(id, "acme-corp", "", clock_.now()), true, event_for);
+      {
+        std::lock_guard lock(mu);
+        if (out) acknowledged.push_back(id);
+        else errors.push_back(out.error());
+      }
+      if (out) {
+        ++ok_count;
+      } else {
+        ++error_count;
+        std::this_thread::sleep_for(5ms);  // a client backing off, not synchronisation
+      }
+    }
+  });
+  auto wait_for = [](const std::function<bool()>& cond, std::chrono::milliseconds deadline) {
+    const auto end = std::chrono::steady_clock::now() + deadline;
+    while (!cond()) {
+      if (std::chrono::steady_clock::now() > end) return false;
+      std::this_thread::sleep_for(10ms);
+    }
+    return true;
+  };
+
+  ASSERT_TRUE(wait_for([&] { return ok_count >= 50; }, 30s));
+  postgres_server().stop();
+  const int ok_at_stop = ok_count;
+
+  auto ping = store().ping();
+  ASSERT_FALSE(ping.ok());
+  EXPECT_EQ(ping.error().code, ErrorCode::kUnavailable);
+  EXPECT_NE(ping.error().message.find("PostgreSQL is unavailable"), std::string::npos) << ping.error().message;
+  auto read = store().get_image("acme-corp", "img_0");
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.error().code, ErrorCode::kUnavailable);
+  ASSERT_TRUE(wait_for([&] { return error_count >= 20; }, 30s));
+
+  postgres_server().start();
+  ASSERT_TRUE(wait_for([&] { return store().ping().ok(); }, 30s));
+  ASSERT_TRUE(wait_for([&] { return ok_count >= ok_at_stop + 50; }, 30s));
+  stop = true;
+  writer.join();
+
+  for (const auto& e : errors) {
+    EXPECT_EQ(e.code, ErrorCode::kUnavailable) << e.to_string();
+    EXPECT_NE(e.message.find("PostgreSQL"), std::string::npos) << e.to_string();
+  }
+  // Every acknowledged image is there; every stored image has exactly its one event.
+  std::set<std::string> stored;
+  std::string cursor;
+  do {
+    auto page = store().list_images("acme-corp", std::nullopt, 500, cursor);
+    ASSERT_OK(page);
+    for (const auto& i : page->images) stored.insert(i.image_id);
+    cursor = page->next_cursor;
+  } while (!cursor.empty());
+  for (const auto& id : acknowledged) EXPECT_TRUE(stored.contains(id)) << id << " was acknowledged but is gone";
+  auto pending = store().pending_outbox(100000);
+  ASSERT_OK(pending);
+  std::multiset<std::string> event_keys;
+  for (const auto& r : *pending) event_keys.insert(r.message.key);
+  EXPECT_EQ(event_keys.size(), stored.size());
+  for (const auto& id : stored) EXPECT_EQ(event_keys.count(id), 1u) << id;
+}
+
+}  // namespace
+}  // namespace deeplens
