@@ -110,16 +110,19 @@ void register_serve_command(CLI::App& root, GlobalFlags& flags, int* exit_code) 
     auto data_dir = std::make_shared<std::string>();
     auto listen = std::make_shared<std::string>();
     auto bus = std::make_shared<std::string>();
+    auto metadata = std::make_shared<std::string>();
     auto stages = std::make_shared<std::string>(spec.default_stages);
     cmd->add_option("--data-dir", *data_dir, "Data directory (config data_dir, default ./deeplens-data)");
     if (spec.role != Role::kWorker)
       cmd->add_option("--listen", *listen, "HOST:PORT to listen on (config server.listen, default 127.0.0.1:8080)");
     cmd->add_option("--bus", *bus, "Event bus: kafka://HOST:PORT,... (config bus.url; default: embedded log)");
+    cmd->add_option("--metadata", *metadata, "Metadata store: postgresql://... (config metadata.url; default: SQLite in the data directory)");
     if (spec.role != Role::kServe)
       cmd->add_option("--stages", *stages, std::string("Stages to run: orchestrate,extract,index,notify,retry (default ") +
                                                spec.default_stages + ")");
     const Role role = spec.role;
-    cmd->callback([&flags, data_dir, listen, bus, stages, role, exit_code] {
+    cmd->callback([&flags, data_dir, listen, bus, metadata, stages, role, exit_code] {
+      if (!metadata->empty()) flags.overrides.push_back("metadata.url=" + *metadata);
       if (!data_dir->empty()) flags.overrides.push_back("data_dir=" + *data_dir);
       if (!listen->empty()) flags.overrides.push_back("server.listen=" + *listen);
       if (!bus->empty()) flags.overrides.push_back("bus.url=" + *bus);

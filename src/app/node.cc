@@ -1,6 +1,7 @@
 #include "app/node.h"
 
 #include "common/log.h"
+#include "store/postgres/postgres_metadata_store.h"
 #include "events/topics.h"
 
 namespace deeplens::app {
@@ -29,9 +30,16 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
     return Error(ErrorCode::kIoError, "cannot create data directory: " + ec.message())
         .with("path", options.data_dir.string());
 
-  auto db = SqliteDatabase::open(options.data_dir / "deeplens.db");
-  if (!db) return std::move(db).error();
-  node->db_ = std::move(db).value();
+  const bool postgres = !options.postgres_url.empty();
+  if (postgres && !options.kafka)
+    return Error(ErrorCode::kInvalidArgument,
+                 "metadata.url postgresql://... needs bus.url kafka://... (the embedded event log lives in SQLite)")
+        .with("key", "metadata.url");
+  if (!postgres) {
+    auto db = SqliteDatabase::open(options.data_dir / "deeplens.db");
+    if (!db) return std::move(db).error();
+    node->db_ = std::move(db).value();
+  }
   LogAppender appender;
   if (options.kafka && !options.connect_bus) {
     // Operator commands on a Kafka deployment: events they cause wait in the outbox for a relay.
@@ -47,12 +55,20 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
     node->bus_ = node->log_bus_.get();
     appender = [raw = node->log_bus_.get()](SqliteConnection& c, const OutboxMessage& m) { return raw->append(c, m); };
   }
-  auto store = SqliteMetadataStore::open(*node->db_, clock, std::move(appender));
-  if (!store) return std::move(store).error();
-  node->store_ = std::move(store).value();
+  if (postgres) {
+    auto store = PostgresMetadataStore::open(options.postgres_url, clock);
+    if (!store) return std::move(store).error();
+    node->store_ = std::move(store).value();
+  } else {
+    auto store = SqliteMetadataStore::open(*node->db_, clock, std::move(appender));
+    if (!store) return std::move(store).error();
+    node->store_ = std::move(store).value();
+  }
   if (options.kafka && options.connect_bus && options.run_relay) {
-    node->relay_ = std::make_unique<OutboxRelay>(*node->store_, *node->bus_, node->metrics_);
-    node->db_->add_commit_listener([relay = node->relay_.get()] { relay->notify(); });
+    OutboxRelayOptions ro;
+    if (postgres) ro.idle_poll = std::chrono::milliseconds(20);  // no in-process commit hook to wake it
+    node->relay_ = std::make_unique<OutboxRelay>(*node->store_, *node->bus_, node->metrics_, ro);
+    if (node->db_) node->db_->add_commit_listener([relay = node->relay_.get()] { relay->notify(); });
     if (auto st = node->relay_->start(); !st) return std::move(st).error();
   }
   auto blobs = LocalBlobStore::open(options.data_dir / "blobs", random);

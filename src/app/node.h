@@ -35,6 +35,9 @@ struct NodeOptions {
   SqliteLogOptions bus;
   // Kafka instead of the embedded log when bootstrap_servers is set (config bus.url kafka://...).
   std::optional<KafkaBusOptions> kafka;
+  // PostgreSQL instead of the SQLite file for metadata + outbox (config metadata.url
+  // postgresql://...); needs the Kafka bus (the embedded log lives in SQLite).
+  std::string postgres_url;
   bool run_relay = true;     // publish the outbox (Kafka only); every process with stages does
   bool connect_bus = true;   // false: metadata only (operator commands); events stay in the outbox
   // The HNSW store is single-process (it locks its folder): only the process that runs the index
@@ -75,7 +78,7 @@ class Node {
   std::unique_ptr<SqliteLogBus> log_bus_;
   std::unique_ptr<KafkaBus> kafka_bus_;
   EventBus* bus_ = nullptr;
-  std::unique_ptr<SqliteMetadataStore> store_;
+  std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<OutboxRelay> relay_;
   std::unique_ptr<LocalBlobStore> blobs_;
   std::unique_ptr<VectorStore> vectors_;

@@ -96,6 +96,14 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   if (!kafka) return std::move(kafka).error();
   o.kafka = std::move(kafka).value();
   o.run.stages = stages;
+  const std::string metadata = c.str("metadata.url");
+  if (!metadata.empty()) {
+    if (metadata.rfind("postgresql://", 0) != 0 && metadata.rfind("postgres://", 0) != 0)
+      return Error(ErrorCode::kInvalidArgument, "config key 'metadata.url' (" + c.origin("metadata.url") +
+                                                    "): expected postgresql://... or empty for SQLite, got '" + metadata + "'")
+          .with("key", "metadata.url");
+    o.postgres_url = metadata;
+  }
   if (role == Role::kServe) o.run.stages = StageSet{};
   o.open_vectors = role == Role::kServe || ((role == Role::kApi || role == Role::kWorker) && o.run.stages.index);
   o.connect_bus = role != Role::kOperator;

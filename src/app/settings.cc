@@ -12,6 +12,7 @@ using enum ConfigType;
 
 const std::array kKeys = {
     ConfigKeySpec{"data_dir", kString, "deeplens-data", "where the embedded backends keep their files (SQLite, blobs, vectors)"},
+    ConfigKeySpec{"metadata.url", kString, "", "metadata + outbox: empty = SQLite file in data_dir; postgresql://USER@HOST:PORT/DB (needs the Kafka bus)"},
     ConfigKeySpec{"bus.url", kString, "", "event bus: empty = embedded log in SQLite; kafka://HOST:PORT[,HOST:PORT...] = Apache Kafka"},
     ConfigKeySpec{"bus.partitions", kInt, "8", "Kafka: partitions per topic when DeepLens creates the topics"},
     ConfigKeySpec{"bus.replication", kInt, "3", "Kafka: replication factor when DeepLens creates the topics"},

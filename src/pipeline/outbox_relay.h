@@ -10,8 +10,8 @@
 // new rows when notify() is called (e.g. from the store's commit listener) and at least every
 // idle_poll (rows written by other processes).
 //
-// Run exactly one relay per metadata store: two relays would publish the same rows twice (still
-// correct, but wasteful) and could interleave their order.
+// Several relays (one per process) may share a metadata store: pending_outbox() claims rows for a
+// short lease, so each row is published by one relay.
 //
 // Ownership: references the store, the bus and the metrics; all must outlive the relay.
 // Thread-safety: start()/stop() from one owning thread; notify() and the accessors from any thread.
