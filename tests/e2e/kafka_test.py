@@ -1,5 +1,6 @@
 """End-to-end on the Kafka-protocol dev broker: one `deeplens api` and two `deeplens worker`
 processes sharing a data directory (issue #6). Each process is a child process."""
+import json
 import os
 import re
 import signal
@@ -11,6 +12,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 import deeplens_e2e as e2e  # noqa: E402
+
+TOTAL = 500  # images through 1 api + 2 workers
 
 KAFKA_TUNING = ["--set", "kafka.consumer.fetch.wait.max.ms=5", "--set", "kafka.consumer.session.timeout.ms=6000",
                 "--set", "kafka.consumer.heartbeat.interval.ms=1000", "--set", "bus.replication=1"]
@@ -76,24 +79,49 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.assertGreater(self.extracted_by("w1"), 0)
         self.assertGreater(self.extracted_by("w2"), 0, "both workers did part of the work")
         w2.send_signal(signal.SIGKILL)  # its partitions must move to w1
-        upload(100 - len(ids), seed)
+        # A message that is not JSON, produced by an independent client: dead-lettered, nothing stops.
+        bootstrap = self.bus[len("kafka://"):]
+        poison = subprocess.run(["kcat", "-b", bootstrap, "-P", "-t", "deeplens.features.extraction", "-k", "img_poison"],
+                                input="this is not json", capture_output=True, text=True, timeout=60)
+        self.assertEqual(poison.returncode, 0, poison.stderr)
+        upload(TOTAL - len(ids), seed)
         for image_id in ids:
             self.assertEqual(api.wait_status(image_id, timeout=180)["status"], "completed", image_id)
         metrics = api.request("GET", "/metrics", key=None).body.decode()
         vectors = re.search(r'deeplens_index_vectors\{collection="tenant_default_builtin_vectors"\} (\d+)', metrics)
         self.assertIsNotNone(vectors, metrics[-2000:])
-        self.assertEqual(int(vectors.group(1)), 100, "exactly one vector per image")
-        # An independent client reads the topic: keys are imageIds, headers are there.
-        out = subprocess.run(["kcat", "-b", self.bus[len("kafka://"):], "-C", "-t", "deeplens.processing.completed",
-                              "-o", "beginning", "-e", "-q", "-f", "%k|%h\\n"], capture_output=True, text=True, timeout=60)
-        lines = [l for l in out.stdout.splitlines() if l]
-        self.assertEqual(len({l.split("|")[0] for l in lines}), 100, out.stderr)
-        self.assertEqual(len(lines), 100, "exactly one completion event per image")
-        for l in lines:
-            key, headers = l.split("|", 1)
-            self.assertTrue(key.startswith("img_"))
-            for h in ("eventType=processing.completed", "eventVersion=1.0", "correlationId=evt_", "tenantId=default"):
-                self.assertIn(h, headers)
+        self.assertEqual(int(vectors.group(1)), TOTAL, "exactly one vector per image")
+        # An independent client (kcat) reads every topic: keys are imageIds, the headers are there,
+        # and every payload validates against the JSON Schemas.
+        payloads = []
+        for topic, event_type in (("deeplens.images.uploaded", "image.uploaded"),
+                                  ("deeplens.features.extraction", "feature.extraction.requested"),
+                                  ("deeplens.vectors.indexing", "vector.indexing.requested"),
+                                  ("deeplens.processing.completed", "processing.completed")):
+            out = subprocess.run(["kcat", "-b", bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q",
+                                  "-f", "%k\\t%h\\t%s\\n"], capture_output=True, text=True, timeout=120)
+            rows = [l.split("\t", 2) for l in out.stdout.splitlines() if l]
+            rows = [r for r in rows if r[0] != "img_poison"]
+            self.assertGreaterEqual(len(rows), TOTAL, f"{topic}: {out.stderr}")
+            for key, headers, payload in rows:
+                event = json.loads(payload)
+                self.assertEqual(key, event["data"]["imageId"], topic)
+                for h in (f"eventType={event_type}", "eventVersion=1.0", "correlationId=evt_", "tenantId=default"):
+                    self.assertIn(h, headers, topic)
+                payloads.append(payload)
+            if topic == "deeplens.processing.completed":
+                self.assertEqual(len(rows), TOTAL, "exactly one completion event per image")
+                self.assertEqual(len({r[0] for r in rows}), TOTAL)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        check = subprocess.run(["/usr/bin/python3", os.path.join(root, "tests/integration/events/validate_events.py"),
+                                "--schemas", os.path.join(root, "schemas")], input="\n".join(payloads) + "\n",
+                               capture_output=True, text=True, timeout=300)
+        self.assertEqual(check.returncode, 0, check.stdout[-3000:] + check.stderr[-2000:])
+        dlq = subprocess.run([e2e.DEELENS_BIN, "dlq", "list", "--set", "data_dir=" + os.path.join(self.dir, "data"),
+                              "--set", "bus.url=" + self.bus], capture_output=True, text=True, timeout=60)
+        self.assertEqual(dlq.returncode, 0, dlq.stderr)
+        letters = [json.loads(l) for l in dlq.stdout.splitlines() if l]
+        self.assertEqual([l["errorCode"] for l in letters], ["UNDECODABLE"], dlq.stdout)
         self.assertEqual(api.stop(), 0)
         w1.terminate()
         self.assertEqual(w1.wait(timeout=60), 0)
