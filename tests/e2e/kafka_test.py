@@ -23,7 +23,8 @@ class KafkaMultiProcessTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="deeplens-kafka-e2e-")
         self.procs = []
-        self.broker = subprocess.Popen([e2e.DEELENS_BIN, "dev-kafka"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.broker = subprocess.Popen([e2e.DEELENS_BIN, "dev-kafka"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL)
         line = self.broker.stdout.readline().decode()
         m = re.search(r"bootstrap.servers=(\S+)", line)
         self.assertIsNotNone(m, line)
@@ -38,6 +39,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.broker.terminate()
         self.broker.wait()
         self.broker.stdout.close()
+        self.broker.stdin.close()
         subprocess.run(["rm", "-rf", self.dir])
 
     def worker(self, name):
@@ -125,6 +127,37 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.assertEqual(api.stop(), 0)
         w1.terminate()
         self.assertEqual(w1.wait(timeout=60), 0)
+
+    def broker_command(self, line):
+        self.broker.stdin.write((line + "\n").encode())
+        self.broker.stdin.flush()
+        answer = self.broker.stdout.readline().decode().strip()
+        self.assertTrue(answer.startswith("ok"), f"{line}: {answer}")
+
+    def test_uploads_are_accepted_while_every_broker_is_down_and_complete_after(self):
+        api = e2e.Server(data_dir=os.path.join(self.dir, "data"), extra_args=["--bus", self.bus, *KAFKA_TUNING,
+                         "--set", "kafka.reconnect.backoff.max.ms=1000"], env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
+        os.makedirs(api.data_dir, exist_ok=True)
+        api.start(command="api")
+        self.worker("w1")
+        first = api.upload(e2e.png_bytes(40, 40, seed=30000), "before.png")
+        self.assertEqual(first.status, 202)
+        api.wait_status(first.json()["imageId"], timeout=120)
+        for broker_id in (1, 2, 3):
+            self.broker_command(f"down {broker_id}")
+        started = time.time()
+        ids = []
+        for i in range(20):
+            r = api.upload(e2e.png_bytes(40, 40, seed=30001 + i), "outage.png")
+            self.assertEqual(r.status, 202, r.body)  # accepted: the event waits in the outbox
+            ids.append(r.json()["imageId"])
+        self.assertEqual(api.status(ids[0]).json()["status"], "uploaded")
+        time.sleep(max(0.0, 10 - (time.time() - started)))  # brokers stay down for 10 s
+        for broker_id in (1, 2, 3):
+            self.broker_command(f"up {broker_id}")
+        for image_id in ids:
+            self.assertEqual(api.wait_status(image_id, timeout=180)["status"], "completed", image_id)
+        self.assertEqual(api.stop(), 0)
 
 
 if __name__ == "__main__":
