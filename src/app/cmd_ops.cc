@@ -64,6 +64,15 @@ void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
     for (const auto& t : *all) std::cout << t.id << "\t" << format_iso8601(t.created_at) << "\n";
   });
 
+  auto* migrate = root.add_subcommand("migrate", "Apply the metadata store's schema migrations (they also run at every start)");
+  migrate->callback([&flags, exit_code] {
+    auto rt = open_or_report(flags, exit_code);
+    if (!rt) return;
+    const std::string url = rt->config.str("metadata.url");
+    std::cout << "metadata schema is up to date (" << (url.empty() ? "SQLite in " + rt->config.str("data_dir") : url)
+              << ")\n";
+  });
+
   auto* dlq = root.add_subcommand("dlq", "Dead letters: events that failed for good");
   dlq->require_subcommand(1);
   auto all_flag = std::make_shared<bool>(false);

@@ -161,3 +161,44 @@ def real_photo(name):
             with open(path, "rb") as f:
                 return f.read()
     raise FileNotFoundError(name)
+
+
+class PostgresServer:
+    """A real PostgreSQL 15 server in a temp dir on a free port, run as the postgres user (initdb and
+    postgres refuse root)."""
+
+    BIN = "/usr/lib/postgresql/15/bin"
+
+    def __init__(self):
+        import pwd
+        import socket
+        self.dir = tempfile.mkdtemp(prefix="deeplens-pg-e2e-")
+        os.makedirs(os.path.join(self.dir, "sock"))
+        self.as_user = []
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            for p in (self.dir, os.path.join(self.dir, "sock")):
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        subprocess.run(self.as_user + [f"{self.BIN}/initdb", "-D", f"{self.dir}/data", "-U", "postgres", "-A", "trust",
+                                       "--no-sync", "--no-instructions"], check=True, capture_output=True)
+        self.proc = subprocess.Popen(self.as_user + [f"{self.BIN}/postgres", "-D", f"{self.dir}/data", "-p", str(self.port),
+                                                     "-k", f"{self.dir}/sock", "-c", "listen_addresses=127.0.0.1",
+                                                     "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if subprocess.run([f"{self.BIN}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port)],
+                              capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        subprocess.run(self.as_user + ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
+                                       "CREATE DATABASE deeplens"], check=True, capture_output=True)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/deeplens"
+
+    def cleanup(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -20,6 +20,15 @@ KAFKA_TUNING = ["--set", "kafka.consumer.fetch.wait.max.ms=5", "--set", "kafka.c
 
 
 class KafkaMultiProcessTest(unittest.TestCase):
+    """Metadata in the SQLite file the processes share."""
+
+    def metadata_args(self):
+        return []
+
+    def metadata_set_args(self):  # the same, for operator commands (which take --set only)
+        args = self.metadata_args()
+        return ["--set", "metadata.url=" + args[1]] if args else []
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="deeplens-kafka-e2e-")
         self.procs = []
@@ -45,7 +54,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
     def worker(self, name):
         log = open(os.path.join(self.dir, name + ".log"), "wb")
         p = subprocess.Popen([e2e.DEELENS_BIN, "worker", "--data-dir", os.path.join(self.dir, "data"), "--bus", self.bus,
-                              *KAFKA_TUNING], stdout=subprocess.DEVNULL, stderr=log)
+                              *KAFKA_TUNING, *self.metadata_args()], stdout=subprocess.DEVNULL, stderr=log)
         log.close()
         self.procs.append(p)
         return p
@@ -56,7 +65,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
 
     def test_api_and_two_workers_share_the_work_and_survive_a_killed_worker(self):
         api = e2e.Server(data_dir=os.path.join(self.dir, "data"),
-                         extra_args=["--bus", self.bus, *KAFKA_TUNING],
+                         extra_args=["--bus", self.bus, *KAFKA_TUNING, *self.metadata_args()],
                          env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
         os.makedirs(api.data_dir, exist_ok=True)
         api.start(command="api")  # `deeplens api`: same banner as serve
@@ -120,7 +129,8 @@ class KafkaMultiProcessTest(unittest.TestCase):
                                capture_output=True, text=True, timeout=300)
         self.assertEqual(check.returncode, 0, check.stdout[-3000:] + check.stderr[-2000:])
         dlq = subprocess.run([e2e.DEELENS_BIN, "dlq", "list", "--set", "data_dir=" + os.path.join(self.dir, "data"),
-                              "--set", "bus.url=" + self.bus], capture_output=True, text=True, timeout=60)
+                              "--set", "bus.url=" + self.bus, *self.metadata_set_args()], capture_output=True, text=True,
+                             timeout=60)
         self.assertEqual(dlq.returncode, 0, dlq.stderr)
         letters = [json.loads(l) for l in dlq.stdout.splitlines() if l]
         self.assertEqual([l["errorCode"] for l in letters], ["UNDECODABLE"], dlq.stdout)
@@ -136,6 +146,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
 
     def test_uploads_are_accepted_while_every_broker_is_down_and_complete_after(self):
         api = e2e.Server(data_dir=os.path.join(self.dir, "data"), extra_args=["--bus", self.bus, *KAFKA_TUNING,
+                         *self.metadata_args(),
                          "--set", "kafka.reconnect.backoff.max.ms=1000"], env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
         os.makedirs(api.data_dir, exist_ok=True)
         api.start(command="api")
@@ -158,6 +169,28 @@ class KafkaMultiProcessTest(unittest.TestCase):
         for image_id in ids:
             self.assertEqual(api.wait_status(image_id, timeout=180)["status"], "completed", image_id)
         self.assertEqual(api.stop(), 0)
+
+
+class KafkaPostgresMultiProcessTest(KafkaMultiProcessTest):
+    """The same tests with the metadata store on a real PostgreSQL server (issue #7)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = e2e.PostgresServer()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.cleanup()
+
+    def metadata_args(self):
+        return ["--metadata", self.pg.url]
+
+    def setUp(self):
+        super().setUp()
+        # A fresh schema per test: drop what an earlier test left.
+        subprocess.run(self.pg.as_user + ["psql", "-h", "127.0.0.1", "-p", str(self.pg.port), "-U", "postgres", "-d",
+                                          "deeplens", "-c", "DROP SCHEMA public CASCADE; CREATE SCHEMA public;"],
+                       check=True, capture_output=True)
 
 
 if __name__ == "__main__":
