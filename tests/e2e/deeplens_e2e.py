@@ -185,6 +185,12 @@ class PostgresServer:
             self.port = s.getsockname()[1]
         subprocess.run(self.as_user + [f"{self.BIN}/initdb", "-D", f"{self.dir}/data", "-U", "postgres", "-A", "trust",
                                        "--no-sync", "--no-instructions"], check=True, capture_output=True)
+        self.start()
+        subprocess.run(self.as_user + ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
+                                       "CREATE DATABASE deeplens"], check=True, capture_output=True)
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/deeplens"
+
+    def start(self):
         self.proc = subprocess.Popen(self.as_user + [f"{self.BIN}/postgres", "-D", f"{self.dir}/data", "-p", str(self.port),
                                                      "-k", f"{self.dir}/sock", "-c", "listen_addresses=127.0.0.1",
                                                      "-c", "fsync=off"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -192,13 +198,16 @@ class PostgresServer:
         while time.time() < deadline:
             if subprocess.run([f"{self.BIN}/pg_isready", "-h", "127.0.0.1", "-p", str(self.port)],
                               capture_output=True).returncode == 0:
-                break
+                return
             time.sleep(0.1)
-        subprocess.run(self.as_user + ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-c",
-                                       "CREATE DATABASE deeplens"], check=True, capture_output=True)
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/deeplens"
+        raise RuntimeError("PostgreSQL did not start")
+
+    def stop(self):
+        # "fast" shutdown: disconnects clients (a plain SIGTERM would wait for them to leave).
+        subprocess.run(self.as_user + [f"{self.BIN}/pg_ctl", "stop", "-m", "fast", "-D", f"{self.dir}/data"],
+                       capture_output=True, timeout=60)
+        self.proc.wait(timeout=60)
 
     def cleanup(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)

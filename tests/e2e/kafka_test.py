@@ -49,6 +49,10 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.broker.wait()
         self.broker.stdout.close()
         self.broker.stdin.close()
+        # Keep the process logs of the last run for diagnosis, then remove the rest.
+        subprocess.run(["rm", "-rf", "/tmp/deeplens-kafka-e2e-last"])
+        os.makedirs("/tmp/deeplens-kafka-e2e-last", exist_ok=True)
+        subprocess.run(f"cp {self.dir}/*.log {self.dir}/data/*.log /tmp/deeplens-kafka-e2e-last/ 2>/dev/null", shell=True)
         subprocess.run(["rm", "-rf", self.dir])
 
     def worker(self, name):
@@ -184,6 +188,39 @@ class KafkaPostgresMultiProcessTest(KafkaMultiProcessTest):
 
     def metadata_args(self):
         return ["--metadata", self.pg.url]
+
+    def test_postgres_restart_answers_503_then_recovers_by_itself(self):
+        api = e2e.Server(data_dir=os.path.join(self.dir, "data"), extra_args=["--bus", self.bus, *KAFKA_TUNING,
+                         *self.metadata_args()], env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
+        os.makedirs(api.data_dir, exist_ok=True)
+        api.start(command="api")
+        self.worker("w1")
+        before = api.upload(e2e.png_bytes(40, 40, seed=40000), "before.png")
+        self.assertEqual(before.status, 202, before.body)
+        api.wait_status(before.json()["imageId"], timeout=120)  # every process is up and running
+        in_flight = api.upload(e2e.png_bytes(40, 40, seed=40003), "in-flight.png")
+        self.assertEqual(in_flight.status, 202, in_flight.body)
+        self.pg.stop()
+        try:
+            down = api.upload(e2e.png_bytes(40, 40, seed=40001), "down.png")
+            self.assertEqual(down.status, 503, down.body)
+            body = down.json()
+            self.assertEqual(body["error"]["code"], "UNAVAILABLE")
+            self.assertIn("PostgreSQL", body["error"]["message"])
+            self.assertEqual(api.request("GET", "/readyz", key=None).status, 503)
+        finally:
+            self.pg.start()
+        deadline = time.time() + 60
+        after = None
+        while time.time() < deadline:
+            after = api.upload(e2e.png_bytes(40, 40, seed=40002), "after.png")
+            if after.status == 202:
+                break
+            time.sleep(0.5)
+        self.assertEqual(after.status, 202, after.body)
+        for image_id in (before.json()["imageId"], in_flight.json()["imageId"], after.json()["imageId"]):
+            self.assertEqual(api.wait_status(image_id, timeout=120)["status"], "completed")
+        self.assertEqual(api.stop(), 0)
 
     def setUp(self):
         super().setUp()
