@@ -16,7 +16,8 @@ import deeplens_e2e as e2e  # noqa: E402
 TOTAL = 500  # images through 1 api + 2 workers
 
 KAFKA_TUNING = ["--set", "kafka.consumer.fetch.wait.max.ms=5", "--set", "kafka.consumer.session.timeout.ms=6000",
-                "--set", "kafka.consumer.heartbeat.interval.ms=1000", "--set", "bus.replication=1"]
+                "--set", "kafka.consumer.heartbeat.interval.ms=1000", "--set", "kafka.reconnect.backoff.max.ms=1000",
+                "--set", "bus.replication=1"]
 
 
 class KafkaMultiProcessTest(unittest.TestCase):
@@ -39,8 +40,22 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.assertIsNotNone(m, line)
         self.bus = "kafka://" + m.group(1)
         self.key = "dlk_kafka_e2e"
+        self.servers = []
+
+    def api(self):
+        """A `deeplens api` process on the shared data dir, stopped by tearDown whatever happens."""
+        server = e2e.Server(data_dir=os.path.join(self.dir, "data"),
+                            extra_args=["--bus", self.bus, *KAFKA_TUNING, *self.metadata_args()],
+                            env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
+        os.makedirs(server.data_dir, exist_ok=True)
+        self.servers.append(server)
+        return server.start(command="api")  # same banner as serve
 
     def tearDown(self):
+        for server in self.servers:
+            if server.proc is not None:
+                server.proc.kill()
+                server.stop()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
@@ -68,11 +83,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
             return sum(1 for line in f if '"msg":"features.extracted"' in line)
 
     def test_api_and_two_workers_share_the_work_and_survive_a_killed_worker(self):
-        api = e2e.Server(data_dir=os.path.join(self.dir, "data"),
-                         extra_args=["--bus", self.bus, *KAFKA_TUNING, *self.metadata_args()],
-                         env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
-        os.makedirs(api.data_dir, exist_ok=True)
-        api.start(command="api")  # `deeplens api`: same banner as serve
+        api = self.api()
         w1, w2 = self.worker("w1"), self.worker("w2")
         ids = []
 
@@ -149,11 +160,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.assertTrue(answer.startswith("ok"), f"{line}: {answer}")
 
     def test_uploads_are_accepted_while_every_broker_is_down_and_complete_after(self):
-        api = e2e.Server(data_dir=os.path.join(self.dir, "data"), extra_args=["--bus", self.bus, *KAFKA_TUNING,
-                         *self.metadata_args(),
-                         "--set", "kafka.reconnect.backoff.max.ms=1000"], env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
-        os.makedirs(api.data_dir, exist_ok=True)
-        api.start(command="api")
+        api = self.api()
         self.worker("w1")
         first = api.upload(e2e.png_bytes(40, 40, seed=30000), "before.png")
         self.assertEqual(first.status, 202)
@@ -190,10 +197,7 @@ class KafkaPostgresMultiProcessTest(KafkaMultiProcessTest):
         return ["--metadata", self.pg.url]
 
     def test_postgres_restart_answers_503_then_recovers_by_itself(self):
-        api = e2e.Server(data_dir=os.path.join(self.dir, "data"), extra_args=["--bus", self.bus, *KAFKA_TUNING,
-                         *self.metadata_args()], env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
-        os.makedirs(api.data_dir, exist_ok=True)
-        api.start(command="api")
+        api = self.api()
         self.worker("w1")
         before = api.upload(e2e.png_bytes(40, 40, seed=40000), "before.png")
         self.assertEqual(before.status, 202, before.body)
