@@ -320,19 +320,7 @@ Result<int64_t> SqliteLogBus::trim() {
   return deleted;
 }
 
-Result<int64_t> SqliteLogBus::stored_messages() {
-  int64_t n = 0;
-  auto st = db_.read([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT COUNT(*) FROM bus_log");
-    if (!q) return std::move(q).error();
-    auto row = (*q)->step();
-    if (!row) return std::move(row).error();
-    n = (*q)->int64(0);
-    return {};
-  });
-  if (!st) return std::move(st).error();
-  return n;
-}
+Result<int64_t> SqliteLogBus::stored_messages() { return db_.read_int64("SELECT COUNT(*) FROM bus_log"); }
 
 uint64_t SqliteLogBus::publish_seq() {
   std::lock_guard lock(mu_);

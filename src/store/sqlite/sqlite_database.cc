@@ -225,6 +225,20 @@ Status SqliteDatabase::read(const std::function<Status(SqliteConnection&)>& fn) 
   return st;
 }
 
+Result<int64_t> SqliteDatabase::read_int64(const std::string& sql) {
+  int64_t n = 0;
+  auto st = read([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare(sql);
+    if (!q) return std::move(q).error();
+    auto row = (*q)->step();
+    if (!row) return std::move(row).error();
+    if (*row) n = (*q)->int64(0);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return n;
+}
+
 void SqliteDatabase::add_commit_listener(std::function<void()> listener) {
   std::lock_guard lock(listeners_mu_);
   listeners_.push_back(std::move(listener));

@@ -104,6 +104,10 @@ class SqliteDatabase {
   // Runs fn on a reader connection (a consistent snapshot for the duration of fn).
   Status read(const std::function<Status(SqliteConnection&)>& fn);
 
+  // The first column of the first row of a parameterless query on a reader (NULL reads as 0):
+  // counts and the like.
+  Result<int64_t> read_int64(const std::string& sql);
+
   // Called (outside the lock) after every successful write commit in this process.
   void add_commit_listener(std::function<void()> listener);
 

@@ -634,17 +634,7 @@ Status SqliteMetadataStore::mark_outbox_sent(const std::vector<int64_t>& seqs) {
 }
 
 Result<int64_t> SqliteMetadataStore::outbox_backlog() {
-  int64_t n = 0;
-  auto st = db_.read([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL");
-    if (!q) return std::move(q).error();
-    auto row = (*q)->step();
-    if (!row) return std::move(row).error();
-    n = (*q)->int64(0);
-    return {};
-  });
-  if (!st) return std::move(st).error();
-  return n;
+  return db_.read_int64("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL");
 }
 
 Result<int> SqliteMetadataStore::release_due_retries(Timestamp now, int limit) {
