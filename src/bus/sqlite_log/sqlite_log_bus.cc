@@ -234,9 +234,6 @@ Result<std::unique_ptr<SqliteLogBus>> SqliteLogBus::open(SqliteDatabase& db, con
                                                         RandomSource& random, const SqliteLogOptions& options) {
   if (auto st = db.migrate("bus", migrations()); !st) return std::move(st).error();
   std::unique_ptr<SqliteLogBus> bus(new SqliteLogBus(db, clock, random, options));
-  db.add_commit_listener([raw = bus.get()] {
-    if (raw->appended_.exchange(false)) raw->notify_all();
-  });
   return bus;
 }
 
@@ -268,8 +265,9 @@ Status SqliteLogBus::append(SqliteConnection& c, const OutboxMessage& m) {
   if (!log) return std::move(log).error();
   (*log)->bind(1, m.topic).bind(2, partition).bind(3, offset).bind(4, m.key).bind(5, headers_to_json(m.headers))
       .bind(6, m.payload).bind(7, to_ms(clock_.now()));
-  appended_ = true;
-  return (*log)->run();
+  if (auto st = (*log)->run(); !st) return st;
+  c.on_commit([this] { notify_all(); });  // wake this process's consumers once it is visible
+  return {};
 }
 
 Status SqliteLogBus::publish(const OutboxMessage& message) {

@@ -7,7 +7,7 @@
 // can share a topic while per-key order holds. During a membership change two members may briefly
 // both read a partition (at-least-once; handlers are idempotent).
 //
-// Wake-ups: publishers in the same process notify waiting consumers at once (commit listener);
+// Wake-ups: an append wakes this process's waiting consumers when its transaction commits;
 // other processes' messages are noticed within `cross_process_poll` (no busy polling).
 // Retention: trim() deletes messages below the slowest group's committed offset of each partition.
 //
@@ -75,7 +75,6 @@ class SqliteLogBus final : public EventBus {
   std::mutex mu_;
   std::condition_variable cv_;
   uint64_t publish_seq_ = 0;
-  std::atomic<bool> appended_{false};  // set by append(), consumed by the commit listener
 };
 
 }  // namespace deeplens

@@ -1,6 +1,7 @@
 #include "store/sqlite/sqlite_database.h"
 
 #include <thread>
+#include <utility>
 
 namespace deeplens {
 
@@ -168,12 +169,14 @@ Status SqliteDatabase::migrate(const std::string& component,
 
 Status SqliteDatabase::write(const std::function<Status(SqliteConnection&)>& fn) {
   Status result;
+  std::vector<std::function<void()>> committed;
   {
     std::lock_guard lock(write_mu_);
     // Another process may hold the write lock briefly; busy_timeout covers BEGIN IMMEDIATE.
     if (auto st = writer_->exec("BEGIN IMMEDIATE"); !st) return st;
     result = fn(*writer_);
     writer_->reset_all();
+    committed = std::exchange(writer_->on_commit_, {});
     if (result.ok()) {
       if (auto st = writer_->exec("COMMIT"); !st) {
         (void)writer_->exec("ROLLBACK");
@@ -184,6 +187,7 @@ Status SqliteDatabase::write(const std::function<Status(SqliteConnection&)>& fn)
       return result;
     }
   }
+  for (auto& f : committed) f();
   std::vector<std::function<void()>> listeners;
   {
     std::lock_guard lock(listeners_mu_);

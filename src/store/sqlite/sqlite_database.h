@@ -74,10 +74,17 @@ class SqliteConnection {
   void reset_all();
   Error error(std::string_view what) const;
 
+  // Inside SqliteDatabase::write: runs fn once the transaction has committed (after the write
+  // lock is released); dropped when it rolls back. What a transaction did is known only to it, so
+  // "wake whoever waits for this" belongs here rather than in a flag shared by every transaction.
+  void on_commit(std::function<void()> fn) { on_commit_.push_back(std::move(fn)); }
+
  private:
+  friend class SqliteDatabase;
   explicit SqliteConnection(sqlite3* db) : db_(db) {}
   sqlite3* db_;
   std::unordered_map<std::string, std::unique_ptr<SqliteStatement>> cache_;
+  std::vector<std::function<void()>> on_commit_;
 };
 
 struct SqliteOptions {

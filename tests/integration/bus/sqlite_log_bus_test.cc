@@ -2,6 +2,7 @@
 // redelivery, rewind, retention and lag.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <thread>
 
@@ -174,6 +175,52 @@ TEST_F(SqliteLogBusTest, BatchesAreBounded) {
   ASSERT_TRUE(batch.ok());
   EXPECT_LE(batch->size(), 4u);
   EXPECT_FALSE(batch->empty());
+}
+
+// A consumer waiting in poll() is woken by the commit of every append in this process, even when
+// other transactions commit at the same moment: the wake-up belongs to the transaction that
+// appended. (It used to be a bus-wide flag, which another transaction's commit could consume
+// before the append was visible; the consumer then slept until the cross-process poll.)
+TEST(SqliteLogBusWakeUp, EveryAppendWakesAWaitingConsumerWhileOtherTransactionsCommit) {
+  const auto dir = testing::make_temp_dir("deeplens-bus-wake");
+  SystemClock clock;
+  SystemRandom random;
+  auto db = std::move(SqliteDatabase::open(dir / "bus.db")).value();
+  SqliteLogOptions o;
+  o.partitions = 1;
+  o.cross_process_poll = 60s;  // a missed wake-up would wait this long
+  auto bus = std::move(SqliteLogBus::open(*db, clock, random, o)).value();
+  ASSERT_TRUE(db->write([](SqliteConnection& c) { return c.exec("CREATE TABLE noise (n INTEGER)"); }).ok());
+  ConsumerOptions co;
+  co.group = "g";
+  co.topics = {"t"};
+  auto consumer = std::move(bus->subscribe(co)).value();
+
+  std::atomic<bool> stop{false};
+  std::thread noise([&] {  // commits without appending, as fast as it can
+    while (!stop) (void)db->write([](SqliteConnection& c) { return c.exec("INSERT INTO noise VALUES (1)"); });
+  });
+  std::atomic<int> received{0};
+  std::thread reader([&] {
+    while (!stop) {
+      auto batch = consumer->poll(60s);
+      if (batch) received += static_cast<int>(batch->size());
+    }
+  });
+  int stalled_at = -1;
+  for (int i = 0; i < 300 && stalled_at < 0; ++i) {
+    ASSERT_TRUE(bus->publish({"t", "k", std::to_string(i), {}}).ok());
+    if (!testing::wait_until([&] { return received.load() > i; }, 3s)) stalled_at = i;
+  }
+  stop = true;
+  consumer->wake();
+  noise.join();
+  reader.join();
+  EXPECT_EQ(stalled_at, -1) << "message " << stalled_at << " was not delivered within 3 s of its commit";
+  consumer.reset();
+  bus.reset();
+  db.reset();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
