@@ -103,7 +103,8 @@ void register_serve_command(CLI::App& root, GlobalFlags& flags, int* exit_code) 
       {"serve", "Run everything in one process (embedded backends by default: zero infrastructure)", Role::kServe, "all"},
       {"api", "Run the HTTP API, the outbox relay and the stages that own the vector index", Role::kApi,
        "orchestrate,index,notify,retry"},
-      {"worker", "Run pipeline stages (default: extract); scale out by running more workers", Role::kWorker, "extract"},
+      {"worker", "Run pipeline stages (default: extract,thumbnail); scale out by running more workers", Role::kWorker,
+       "extract,thumbnail"},
   };
   for (const auto& spec : kSpecs) {
     auto* cmd = root.add_subcommand(spec.name, spec.help);
@@ -118,7 +119,7 @@ void register_serve_command(CLI::App& root, GlobalFlags& flags, int* exit_code) 
     cmd->add_option("--bus", *bus, "Event bus: kafka://HOST:PORT,... (config bus.url; default: embedded log)");
     cmd->add_option("--metadata", *metadata, "Metadata store: postgresql://... (config metadata.url; default: SQLite in the data directory)");
     if (spec.role != Role::kServe)
-      cmd->add_option("--stages", *stages, std::string("Stages to run: orchestrate,extract,index,notify,retry (default ") +
+      cmd->add_option("--stages", *stages, std::string("Stages to run: orchestrate,thumbnail,extract,index,notify,retry (default ") +
                                                spec.default_stages + ")");
     const Role role = spec.role;
     cmd->callback([&flags, data_dir, listen, bus, metadata, stages, role, exit_code] {

@@ -105,6 +105,7 @@ void Node::register_gauges() {
   metrics_.add_collector([this](Metrics& m) {
     const std::pair<const char*, std::vector<std::string>> stages[] = {
         {groups::kOrchestrator, {std::string(topics::kImagesUploaded)}},
+        {groups::kThumbnailer, {std::string(topics::kImagesUploaded)}},
         {groups::kExtractor, {std::string(topics::kFeaturesExtraction)}},
         {groups::kIndexer, {std::string(topics::kVectorsIndexing)}},
         {groups::kNotifier, {std::string(topics::kProcessingCompleted), std::string(topics::kProcessingFailed)}},

@@ -27,7 +27,7 @@ struct Runtime {
 //   kOperator  metadata only (tenants, dlq): no models, no vectors, no bus connection
 //   kServe     everything: HTTP, relay, every stage, vectors
 //   kApi       HTTP + relay + `stages` (default orchestrate,index,notify,retry); vectors iff index
-//   kWorker    `stages` (default extract) + relay; vectors iff index
+//   kWorker    `stages` (default extract,thumbnail) + relay; vectors iff index
 enum class Role { kOperator, kServe, kApi, kWorker };
 
 // Loads config, initialises logging/imaging/models and opens the node. Errors name the key.

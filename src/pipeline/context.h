@@ -44,6 +44,7 @@ struct PipelineContext {
 // Consumer group names, one per stage (stable: offsets and idempotency markers are keyed by them).
 namespace groups {
 inline constexpr const char* kOrchestrator = "deeplens.orchestrator";
+inline constexpr const char* kThumbnailer = "deeplens.thumbnailer";
 inline constexpr const char* kExtractor = "deeplens.extractor";
 inline constexpr const char* kIndexer = "deeplens.indexer";
 inline constexpr const char* kNotifier = "deeplens.notifier";

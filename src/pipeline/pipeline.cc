@@ -7,7 +7,7 @@
 namespace deeplens {
 
 Result<StageSet> StageSet::parse(const std::string& text) {
-  StageSet s{false, false, false, false, false};
+  StageSet s{false, false, false, false, false, false};
   std::stringstream in(text);
   std::string item;
   bool any = false;
@@ -20,9 +20,10 @@ Result<StageSet> StageSet::parse(const std::string& text) {
     else if (item == "index") s.index = true;
     else if (item == "notify") s.notify = true;
     else if (item == "retry") s.retry = true;
+    else if (item == "thumbnail") s.thumbnail = true;
     else
       return Error(ErrorCode::kInvalidArgument,
-                   "unknown stage '" + item + "'; stages are orchestrate, extract, index, notify, retry")
+                   "unknown stage '" + item + "'; stages are orchestrate, thumbnail, extract, index, notify, retry")
           .with("stage", item);
   }
   if (!any) return Error(ErrorCode::kInvalidArgument, "no stages given");
@@ -32,6 +33,7 @@ Result<StageSet> StageSet::parse(const std::string& text) {
 Pipeline::Pipeline(EventBus& bus, PipelineContext& ctx, PipelineRunOptions options)
     : bus_(bus), ctx_(ctx), options_(std::move(options)) {
   orchestrator_ = std::make_unique<Orchestrator>(ctx_);
+  thumbnail_ = std::make_unique<ThumbnailStage>(ctx_);
   extract_ = std::make_unique<ExtractStage>(ctx_);
   index_ = std::make_unique<IndexStage>(ctx_);
   notify_ = std::make_unique<NotifyStage>(ctx_);
@@ -65,6 +67,8 @@ Status Pipeline::start() {
                    options_.index_members, 32);
   if (st) st = add(s.extract, "extract", *extract_, groups::kExtractor, {std::string(topics::kFeaturesExtraction)},
                    options_.extract_members, options_.extract_batch);
+  if (st) st = add(s.thumbnail, "thumbnail", *thumbnail_, groups::kThumbnailer, {std::string(topics::kImagesUploaded)},
+                   1, 8);
   if (st) st = add(s.orchestrate, "orchestrate", *orchestrator_, groups::kOrchestrator,
                    {std::string(topics::kImagesUploaded)}, 1, 32);
   if (!st) {

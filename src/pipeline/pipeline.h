@@ -19,7 +19,8 @@ struct StageSet {
   bool index = true;
   bool notify = true;
   bool retry = true;
-  // "orchestrate,extract,index,notify,retry" (any subset; "all").
+  bool thumbnail = true;
+  // "orchestrate,thumbnail,extract,index,notify,retry" (any subset; "all").
   static Result<StageSet> parse(const std::string& text);
 };
 
@@ -45,6 +46,7 @@ class Pipeline {
   PipelineContext& ctx_;
   PipelineRunOptions options_;
   std::unique_ptr<Orchestrator> orchestrator_;
+  std::unique_ptr<ThumbnailStage> thumbnail_;
   std::unique_ptr<ExtractStage> extract_;
   std::unique_ptr<IndexStage> index_;
   std::unique_ptr<NotifyStage> notify_;

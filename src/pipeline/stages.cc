@@ -123,26 +123,6 @@ Status Orchestrator::handle_one(const BusMessage& msg) {
   const auto& tenant = ev.envelope.tenant_id;
   const auto& image_id = ev.data.image_id;
 
-  auto image = ctx_.store.get_image(tenant, image_id);
-  if (!image && image.error().code != ErrorCode::kNotFound) return std::move(image).error();
-
-  // The thumbnail is an idempotent side effect (same key every time), made before the commit.
-  std::string thumbnail_key;
-  if (image && image->thumbnail_path.empty() && ev.processing_options.generate_thumbnail.value_or(true)) {
-    auto bytes = ctx_.blobs.read(image->storage_path);
-    if (bytes) {
-      auto span = std::span(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size());
-      auto thumb = make_thumbnail(span, ctx_.options.thumbnail_edge, ThumbnailFormat::kJpeg, ctx_.options.limits);
-      if (thumb) {
-        const std::string key = blob_key("thumbnails", tenant, image_id, "jpg", image->created_at);
-        if (auto st = ctx_.blobs.put(key, *thumb); st) thumbnail_key = key;
-        else log_warn("thumbnail.store_failed", {{"imageId", image_id}, {"error", st.error().to_string()}});
-      } else {
-        log_warn("thumbnail.failed", {{"imageId", image_id}, {"error", thumb.error().to_string()}});
-      }
-    }
-  }
-
   std::string unknown_model;
   for (const auto& m : ev.processing_options.models)
     if (!ctx_.models(m)) unknown_model = m;
@@ -154,8 +134,6 @@ Status Orchestrator::handle_one(const BusMessage& msg) {
     if (auto st = tx.mark_processed(groups::kOrchestrator, ev.envelope.event_id); !st) return st;
     auto current = tx.get_image(image_id);
     if (!current) return current.error().code == ErrorCode::kNotFound ? Status() : Status(std::move(current).error());
-    if (!thumbnail_key.empty())
-      if (auto st = tx.set_thumbnail(image_id, thumbnail_key); !st) return st;
 
     if (!unknown_model.empty()) {
       RetryPolicy once{1, 0, 1};
@@ -203,6 +181,56 @@ Status Orchestrator::handle_one(const BusMessage& msg) {
     log_info("image.orchestrated", {{"tenantId", tenant}, {"imageId", image_id}, {"correlationId", correlation},
                                     {"models", static_cast<long long>(ev.processing_options.models.size())}});
     return {};
+  });
+}
+
+// ------------------------------------------------------------------------------------------------
+// ThumbnailStage
+
+size_t ThumbnailStage::handle(std::span<const BusMessage> batch) {
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (auto st = handle_one(batch[i]); !st) {
+      log_warn("stage.retry_later", {{"stage", "thumbnail"}, {"error", st.error().to_string()}});
+      return i;
+    }
+  }
+  return batch.size();
+}
+
+Status ThumbnailStage::handle_one(const BusMessage& msg) {
+  auto decoded = decode_image_uploaded(msg.payload);
+  if (!decoded) return {};  // the orchestrator dead-letters it; nothing to make here
+  const ImageUploadedEvent& ev = *decoded;
+  if (!ev.processing_options.generate_thumbnail.value_or(true)) return {};
+  const auto& tenant = ev.envelope.tenant_id;
+  const auto& image_id = ev.data.image_id;
+  auto image = ctx_.store.get_image(tenant, image_id);
+  if (!image) return image.error().code == ErrorCode::kNotFound ? Status() : Status(std::move(image).error());
+  if (!image->thumbnail_path.empty()) return {};
+
+  // The blob is an idempotent side effect (same key every time), written before the commit. A
+  // thumbnail that cannot be made is logged and skipped: it never holds up the image.
+  auto bytes = ctx_.blobs.read(image->storage_path);
+  if (!bytes) {
+    if (bytes.error().code == ErrorCode::kNotFound) return {};
+    return std::move(bytes).error();
+  }
+  auto span = std::span(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size());
+  auto thumb = make_thumbnail(span, ctx_.options.thumbnail_edge, ThumbnailFormat::kJpeg, ctx_.options.limits);
+  if (!thumb) {
+    log_warn("thumbnail.failed", {{"imageId", image_id}, {"error", thumb.error().to_string()}});
+    return {};
+  }
+  const std::string key = blob_key("thumbnails", tenant, image_id, "jpg", image->created_at);
+  if (auto st = ctx_.blobs.put(key, *thumb); !st) return st;
+  return ctx_.store.transact([&](MetadataTx& tx) -> Status {
+    auto processed = tx.is_processed(groups::kThumbnailer, ev.envelope.event_id);
+    if (!processed) return std::move(processed).error();
+    if (*processed) return {};
+    if (auto st = tx.mark_processed(groups::kThumbnailer, ev.envelope.event_id); !st) return st;
+    auto current = tx.get_image(image_id);
+    if (!current) return current.error().code == ErrorCode::kNotFound ? Status() : Status(std::move(current).error());
+    return tx.set_thumbnail(image_id, key);
   });
 }
 

@@ -1,6 +1,8 @@
 // The pipeline's stages (ARCHITECTURE.md, "The flow"), each a StageHandler over the interfaces in
 // PipelineContext:
-//   Orchestrator  images.uploaded      -> features.extraction (one request per model), thumbnail
+//   Orchestrator  images.uploaded      -> features.extraction (one request per model)
+//   ThumbnailStage images.uploaded     -> the thumbnail blob (beside the orchestrator, off the path
+//                                         to searchable: thumbnailUrl may appear after completion)
 //   ExtractStage  features.extraction  -> vectors.indexing (batched per model)
 //   IndexStage    vectors.indexing     -> processing.completed (when every model is indexed)
 //   NotifyStage   processing.completed + processing.failed -> listeners (WebSocket, webhooks, logs)
@@ -26,6 +28,16 @@ namespace deeplens {
 class Orchestrator final : public StageHandler {
  public:
   explicit Orchestrator(PipelineContext& ctx) : ctx_(ctx) {}
+  size_t handle(std::span<const BusMessage> batch) override;
+
+ private:
+  Status handle_one(const BusMessage& msg);
+  PipelineContext& ctx_;
+};
+
+class ThumbnailStage final : public StageHandler {
+ public:
+  explicit ThumbnailStage(PipelineContext& ctx) : ctx_(ctx) {}
   size_t handle(std::span<const BusMessage> batch) override;
 
  private:

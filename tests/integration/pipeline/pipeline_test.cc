@@ -2,6 +2,11 @@
 // deterministic test extractor (issue #3 acceptance).
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <sstream>
+
+#include "common/sha256.h"
+#include "imaging/image.h"
 #include "support/pipeline_harness.h"
 #include "support/test_extractor.h"
 
@@ -219,6 +224,55 @@ TEST_F(EmbeddedPipeline, RetentionTrimsFullyConsumedEvents) {
   auto after = node_->log_bus()->stored_messages();
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(*after, 0) << "every topic's events were consumed by every group";
+}
+
+// Thumbnails are made by their own stage beside the orchestrator, off the path to searchable.
+TEST_F(EmbeddedPipeline, TheThumbnailStageMakesAThumbnailUnlessTheUploadOptsOut) {
+  ASSERT_TRUE(init_imaging().ok());
+  std::ifstream in("/usr/share/doc/opencv-doc/examples/data/orange.jpg", std::ios::binary);
+  ASSERT_TRUE(in) << "opencv-doc is installed by scripts/bootstrap";
+  std::stringstream buf;
+  buf << in.rdbuf();
+  const std::string photo = buf.str();
+  auto upload_photo = [&](bool thumbnail) {
+    auto& ctx = node_->context();
+    auto span = std::span(reinterpret_cast<const uint8_t*>(photo.data()), photo.size());
+    auto info = probe_buffer(span, ctx.options.limits);
+    EXPECT_TRUE(info.ok());
+    auto writer = std::move(ctx.blobs.begin_write()).value();
+    EXPECT_TRUE(writer->write(span).ok());
+    UploadRequest req;
+    req.tenant_id = "acme-corp";
+    req.file_name = "orange.jpg";
+    req.options.models = {"test"};
+    req.options.skip_duplicate_check = true;
+    req.options.generate_thumbnail = thumbnail;
+    req.sha256 = sha256_hex(photo);
+    req.info = *info;
+    req.blob = std::move(writer);
+    auto r = accept_upload(ctx, std::move(req));
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    return r->image.image_id;
+  };
+  const std::string with = upload_photo(true);
+  const std::string without = upload_photo(false);
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  auto image = [&](const std::string& id) { return std::move(node_->store().get_image("acme-corp", id)).value(); };
+  ASSERT_TRUE(testing::wait_until([&] { return !image(with).thumbnail_path.empty(); }, 20s));
+  auto thumb = node_->blobs().read(image(with).thumbnail_path);
+  ASSERT_TRUE(thumb.ok());
+  EXPECT_EQ(thumb->substr(0, 3), "\xFF\xD8\xFF");
+  auto info = probe_buffer(std::span(reinterpret_cast<const uint8_t*>(thumb->data()), thumb->size()), {});
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(std::max(info->width, info->height), PipelineOptions{}.thumbnail_edge);
+
+  // The thumbnailer has read both uploads; the one that opted out has none, and both complete.
+  ASSERT_TRUE(testing::wait_until([&] {
+    auto lag = node_->bus().lag(groups::kThumbnailer, {std::string(topics::kImagesUploaded)});
+    return lag.ok() && *lag == 0;
+  }, 20s));
+  EXPECT_TRUE(image(without).thumbnail_path.empty());
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 2; }, 20s));
 }
 
 }  // namespace
