@@ -39,6 +39,7 @@
 #include "events/topics.h"
 #include "imaging/image.h"
 #include "load.h"
+#include "noop_extractor.h"
 #include "pipeline/ingest.h"
 
 namespace deeplens::bench {
@@ -97,30 +98,6 @@ Args parse(int argc, char** argv) {
   }
   return a;
 }
-
-// The no-op model: no decoding (input size 0x0), a vector derived from the image id.
-class NoopExtractor final : public Extractor {
- public:
-  NoopExtractor() { info_ = ModelInfo{"noop", "1.0", 1280, 0, 0, true}; }
-  const ModelInfo& info() const override { return info_; }
-  Result<std::vector<std::vector<float>>> extract(std::span<const ExtractorInput> batch) override {
-    std::vector<std::vector<float>> out;
-    for (const auto& in : batch) {
-      std::vector<float> v(static_cast<size_t>(info_.dimension));
-      uint64_t h = std::hash<std::string_view>{}(in.image_id);
-      for (auto& x : v) {
-        h = h * 6364136223846793005ull + 1442695040888963407ull;
-        x = static_cast<float>(static_cast<int64_t>(h >> 33) % 1000) / 1000.0f;
-      }
-      l2_normalize(v);
-      out.push_back(std::move(v));
-    }
-    return out;
-  }
-
- private:
-  ModelInfo info_;
-};
 
 std::vector<std::string> load_photos() {
   std::vector<std::string> out;

@@ -43,6 +43,7 @@ struct Args {
   size_t size = 200 * 1024;
   std::vector<int> concurrency = {1, 16, 100};
   int seconds = 15;
+  int fill_seconds = 5;     // uploads before the measured runs, so that the stages are busy
   int soak = 0;             // seconds of the RSS soak (0: none)
   int soak_concurrency = 4;
   bool floor = true;
@@ -51,7 +52,7 @@ struct Args {
 
 [[noreturn]] void usage(int code) {
   std::cout << "upload_ack [--concurrency 1,16,100] [--seconds 15] [--model mobilenet_v2|builtin]\n"
-               "           [--photo FILE.jpg] [--size BYTES] [--no-floor] [--soak SECONDS]\n"
+               "           [--photo FILE.jpg] [--size BYTES] [--no-floor] [--fill-seconds 5] [--soak SECONDS]\n"
                "           [--soak-concurrency 4] [--deeplens PATH] [--models-dir DIR] [--keep]\n";
   std::exit(code);
 }
@@ -74,6 +75,7 @@ Args parse(int argc, char** argv) {
         ++p;
       }
     } else if (f == "--seconds") a.seconds = std::stoi(next());
+    else if (f == "--fill-seconds") a.fill_seconds = std::stoi(next());
     else if (f == "--model") a.model = next();
     else if (f == "--photo") a.photo = next();
     else if (f == "--size") a.size = std::stoul(next());
@@ -106,8 +108,9 @@ class FloorEndpoint {
   api::HttpResponse handle(api::HttpRequest& req) {
     if (req.body_file.empty()) return api::error_response(400, "NO_BODY", "no body");
     const int fd = ::open(req.body_file.c_str(), O_RDONLY);
-    if (fd < 0 || ::fsync(fd) != 0) return api::error_response(500, "IO", "fsync failed");
-    ::close(fd);
+    const bool synced = fd >= 0 && ::fsync(fd) == 0;
+    if (fd >= 0) ::close(fd);
+    if (!synced) return api::error_response(500, "IO", "fsync failed");
     fs::path kept;
     {
       std::lock_guard lock(mu_);
@@ -213,10 +216,11 @@ int run(const Args& a) {
               std::thread::hardware_concurrency(), tagged_jpeg(source, "x", a.size).size(), a.photo.c_str(),
               a.model.c_str(), a.seconds);
   // Fill the pipeline first so that the stages are busy during every measured run.
-  std::printf("filling the pipeline (5 s of uploads at c=16) ...\n");
-  auto fill = run_load(spec_for(deeplens, 16, 5000ms));
+  std::printf("filling the pipeline (%d s of uploads at c=16) ...\n", a.fill_seconds);
+  auto fill = run_load(spec_for(deeplens, 16, std::chrono::seconds(a.fill_seconds)));
   std::printf("  accepted %llu uploads (%.0f/s)\n", static_cast<unsigned long long>(fill.ok), fill.per_second());
 
+  uint64_t failed = fill.failed;
   for (int c : a.concurrency) {
     std::vector<std::pair<Target, LoadResult>> rows;
     for (const Target& t : {deeplens, floor}) {
@@ -224,6 +228,7 @@ int run(const Args& a) {
       const auto cpu0 = cpu_times();
       auto r = run_load(spec_for(t, c, std::chrono::milliseconds(a.seconds * 1000)));
       print_row(t.name, c, r, busy_share(cpu0, cpu_times()));
+      failed += r.failed;
       rows.emplace_back(t, r);
     }
     if (rows.size() == 2) {
@@ -256,6 +261,7 @@ int run(const Args& a) {
     }
     load.join();
     print_row("soak", a.soak_concurrency, soak_result, 0);
+    failed += soak_result.failed;
   }
 
   floor_server.stop();
@@ -263,7 +269,8 @@ int run(const Args& a) {
   std::printf("deeplens serve stopped (wait status %d)\n", status);
   if (!a.keep) fs::remove_all(dir);
   else std::printf("kept %s\n", dir.c_str());
-  return 0;
+  if (failed) std::printf("%llu requests failed\n", static_cast<unsigned long long>(failed));
+  return failed ? 1 : 0;
 }
 
 }  // namespace
