@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -63,10 +64,22 @@ class Consumer {
   virtual void close() = 0;
 };
 
+// What publish_batch() got through: the first `delivered` messages are durable; when that is fewer
+// than all, `status` says why the next one was not.
+struct PublishOutcome {
+  size_t delivered = 0;
+  Status status;
+};
+
 class EventBus {
  public:
   virtual ~EventBus() = default;
   virtual Status publish(const OutboxMessage& message) = 0;
+  // Publishes the messages in order and returns once they are durable (or one failed). A bus that
+  // can have several in flight (Kafka) waits once for all instead of once per message; this
+  // default publishes one at a time. Messages after a failed one may have been delivered too
+  // (they are reported as not delivered and will be published again: at-least-once).
+  virtual PublishOutcome publish_batch(std::span<const OutboxMessage> messages);
   virtual Result<std::unique_ptr<Consumer>> subscribe(const ConsumerOptions& options) = 0;
   // Lag (unconsumed messages) of a group over its topics; -1 when unknown.
   virtual Result<int64_t> lag(const std::string& group, const std::vector<std::string>& topics) = 0;

@@ -48,20 +48,21 @@ void OutboxRelay::wait(std::chrono::milliseconds timeout, bool until_notified) {
 Result<int> OutboxRelay::relay_pending() {
   auto rows = store_.pending_outbox(options_.batch);
   if (!rows) return std::move(rows).error();
+  std::vector<OutboxMessage> messages;
+  messages.reserve(rows->size());
+  for (auto& row : *rows) messages.push_back(std::move(row.message));
+  const auto t0 = std::chrono::steady_clock::now();
+  // Never skip a row: after a failure the next round starts again from the first undelivered one.
+  const PublishOutcome outcome = bus_.publish_batch(messages);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  for (size_t i = 0; i < outcome.delivered; ++i)
+    metrics_.observe("deeplens_outbox_publish_seconds", {}, seconds);
   std::vector<int64_t> sent;
-  sent.reserve(rows->size());
-  Status failure;
-  for (const auto& row : *rows) {
-    if (stopping_) break;
-    const auto t0 = std::chrono::steady_clock::now();
-    if (auto st = bus_.publish(row.message); !st) {
-      failure = std::move(st).error().with("seq", std::to_string(row.seq));
-      break;  // never skip a row: the next round starts again from it
-    }
-    metrics_.observe("deeplens_outbox_publish_seconds", {},
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-    sent.push_back(row.seq);
-  }
+  sent.reserve(outcome.delivered);
+  for (size_t i = 0; i < outcome.delivered; ++i) sent.push_back((*rows)[i].seq);
+  Status failure = outcome.status;
+  if (!failure && outcome.delivered < rows->size())
+    failure = std::move(failure).error().with("seq", std::to_string((*rows)[outcome.delivered].seq));
   // Mark what the bus confirmed, even when a later row failed.
   if (auto st = store_.mark_outbox_sent(sent); !st) return std::move(st).error();
   published_ += static_cast<int64_t>(sent.size());

@@ -481,48 +481,71 @@ Status KafkaBus::ensure_topics() {
   return {};
 }
 
-Status KafkaBus::publish(const OutboxMessage& message) {
-  if (!producer_) return Error(ErrorCode::kFailedPrecondition, "the Kafka bus is not started");
-  auto delivery = std::make_shared<Delivery>();
-  auto* holder = new std::shared_ptr<Delivery>(delivery);  // released by on_delivery
+Status KafkaBus::publish(const OutboxMessage& message) { return publish_batch(std::span(&message, 1)).status; }
+
+PublishOutcome KafkaBus::publish_batch(std::span<const OutboxMessage> messages) {
+  PublishOutcome out;
+  if (!producer_) {
+    out.status = Error(ErrorCode::kFailedPrecondition, "the Kafka bus is not started");
+    return out;
+  }
+  // Queue every message, then wait for the delivery reports in order: one round trip for the
+  // batch (the idempotent producer keeps each partition's order), not one per message.
+  std::vector<std::shared_ptr<Delivery>> deliveries;
+  deliveries.reserve(messages.size());
   std::vector<rd_kafka_vu_t> vus;
-  vus.reserve(6 + message.headers.size());
-  auto add = [&](rd_kafka_vtype_t type) -> rd_kafka_vu_t& {
-    vus.emplace_back();
-    vus.back().vtype = type;
-    return vus.back();
-  };
-  add(RD_KAFKA_VTYPE_TOPIC).u.cstr = message.topic.c_str();
-  auto& key = add(RD_KAFKA_VTYPE_KEY);
-  key.u.mem.ptr = const_cast<char*>(message.key.data());
-  key.u.mem.size = message.key.size();
-  auto& value = add(RD_KAFKA_VTYPE_VALUE);
-  value.u.mem.ptr = const_cast<char*>(message.payload.data());
-  value.u.mem.size = message.payload.size();
-  for (const auto& [name, v] : message.headers) {
-    auto& h = add(RD_KAFKA_VTYPE_HEADER);
-    h.u.header.name = name.c_str();
-    h.u.header.val = v.data();
-    h.u.header.size = static_cast<ssize_t>(v.size());
+  for (const auto& message : messages) {
+    auto delivery = std::make_shared<Delivery>();
+    auto* holder = new std::shared_ptr<Delivery>(delivery);  // released by on_delivery
+    vus.clear();
+    auto add = [&](rd_kafka_vtype_t type) -> rd_kafka_vu_t& {
+      vus.emplace_back();
+      vus.back().vtype = type;
+      return vus.back();
+    };
+    add(RD_KAFKA_VTYPE_TOPIC).u.cstr = message.topic.c_str();
+    auto& key = add(RD_KAFKA_VTYPE_KEY);
+    key.u.mem.ptr = const_cast<char*>(message.key.data());
+    key.u.mem.size = message.key.size();
+    auto& value = add(RD_KAFKA_VTYPE_VALUE);
+    value.u.mem.ptr = const_cast<char*>(message.payload.data());
+    value.u.mem.size = message.payload.size();
+    for (const auto& [name, v] : message.headers) {
+      auto& h = add(RD_KAFKA_VTYPE_HEADER);
+      h.u.header.name = name.c_str();
+      h.u.header.val = v.data();
+      h.u.header.size = static_cast<ssize_t>(v.size());
+    }
+    add(RD_KAFKA_VTYPE_MSGFLAGS).u.i = RD_KAFKA_MSG_F_COPY;
+    add(RD_KAFKA_VTYPE_OPAQUE).u.ptr = holder;
+    if (rd_kafka_error_t* error = rd_kafka_produceva(producer_, vus.data(), vus.size())) {
+      delete holder;
+      out.status = Error(ErrorCode::kUnavailable, std::string("cannot queue the message: ") + rd_kafka_error_string(error))
+                       .with("topic", message.topic).with("key", message.key);
+      rd_kafka_error_destroy(error);
+      break;
+    }
+    deliveries.push_back(std::move(delivery));
   }
-  add(RD_KAFKA_VTYPE_MSGFLAGS).u.i = RD_KAFKA_MSG_F_COPY;
-  add(RD_KAFKA_VTYPE_OPAQUE).u.ptr = holder;
-  if (rd_kafka_error_t* error = rd_kafka_produceva(producer_, vus.data(), vus.size())) {
-    delete holder;
-    Error e = Error(ErrorCode::kUnavailable, std::string("cannot queue the message: ") + rd_kafka_error_string(error))
-                  .with("topic", message.topic).with("key", message.key);
-    rd_kafka_error_destroy(error);
-    return e;
+  // message.timeout.ms = publish_timeout, so every report comes by then; the margin covers its trip.
+  const auto deadline = std::chrono::steady_clock::now() + options_.publish_timeout + 2s;
+  for (size_t i = 0; i < deliveries.size(); ++i) {
+    auto& delivery = *deliveries[i];
+    const auto& message = messages[i];
+    std::unique_lock lock(delivery.mu);
+    if (!delivery.cv.wait_until(lock, deadline, [&] { return delivery.done; })) {
+      out.status = Error(ErrorCode::kUnavailable, "no delivery report from Kafka in time")
+                       .with("topic", message.topic).with("key", message.key);
+      return out;
+    }
+    if (delivery.err) {
+      out.status = kafka_error(ErrorCode::kUnavailable, "Kafka did not accept the message", delivery.err)
+                       .with("topic", message.topic).with("key", message.key);
+      return out;
+    }
+    ++out.delivered;
   }
-  std::unique_lock lock(delivery->mu);
-  // message.timeout.ms = publish_timeout, so the report comes by then; the margin covers its trip.
-  if (!delivery->cv.wait_for(lock, options_.publish_timeout + 2s, [&] { return delivery->done; }))
-    return Error(ErrorCode::kUnavailable, "no delivery report from Kafka in time")
-        .with("topic", message.topic).with("key", message.key);
-  if (delivery->err)
-    return kafka_error(ErrorCode::kUnavailable, "Kafka did not accept the message", delivery->err)
-        .with("topic", message.topic).with("key", message.key);
-  return {};
+  return out;
 }
 
 Result<std::unique_ptr<Consumer>> KafkaBus::subscribe(const ConsumerOptions& options) {

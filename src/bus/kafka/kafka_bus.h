@@ -104,6 +104,7 @@ class KafkaBus final : public EventBus {
   void stop();
 
   Status publish(const OutboxMessage& message) override;
+  PublishOutcome publish_batch(std::span<const OutboxMessage> messages) override;
   Result<std::unique_ptr<Consumer>> subscribe(const ConsumerOptions& options) override;
   // Sum over the topics' partitions of (high watermark - committed offset of the group), with
   // the low watermark standing in for a partition the group never committed.
