@@ -54,7 +54,20 @@ asio::awaitable<void> connection(LoadState& st) {
   const tcp::endpoint ep(asio::ip::make_address(st.spec.host), st.spec.port);
   std::unique_ptr<beast::tcp_stream> stream;
   beast::flat_buffer buffer;
+  // With a rate, each connection sends one request per `interval`, staggered.
+  const auto interval = st.spec.rate > 0 ? std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(
+                                               st.spec.concurrency / st.spec.rate))
+                                         : SteadyClock::duration::zero();
+  auto next_send = SteadyClock::now() + interval * (st.next_seq % std::max(1, st.spec.concurrency)) /
+                                            std::max(1, st.spec.concurrency);
   while (SteadyClock::now() < st.window_end) {
+    if (interval > SteadyClock::duration::zero()) {
+      if (next_send > SteadyClock::now()) {
+        asio::steady_timer pace(ex, next_send);
+        co_await pace.async_wait(asio::use_awaitable);
+      }
+      next_send += interval;
+    }
     http::request<http::string_body> req{http::verb::post, st.spec.target, 11};
     req.set(http::field::host, st.spec.host);
     for (const auto& [k, v] : st.spec.headers) req.set(k, v);

@@ -25,6 +25,7 @@ struct LoadSpec {
   int concurrency = 1;                         // connections, one request in flight on each
   std::chrono::milliseconds duration{10000};   // measured window
   std::chrono::milliseconds warmup{1000};      // before it: requests sent, not recorded
+  double rate = 0;                             // requests/s over all connections; 0 = as fast as answered
   std::function<std::string(uint64_t seq)> body;  // the body of request number seq
   std::string content_type;
 };

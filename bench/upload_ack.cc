@@ -46,14 +46,15 @@ struct Args {
   int fill_seconds = 5;     // uploads before the measured runs, so that the stages are busy
   int soak = 0;             // seconds of the RSS soak (0: none)
   int soak_concurrency = 4;
+  double soak_rate = 20;    // uploads/s during the soak (about what the pipeline keeps up with)
   bool floor = true;
   bool keep = false;        // keep the data dir
 };
 
 [[noreturn]] void usage(int code) {
-  std::cout << "upload_ack [--concurrency 1,16,100] [--seconds 15] [--model mobilenet_v2|builtin]\n"
+  std::cout << "upload_ack [--concurrency 1,16,100|none] [--seconds 15] [--model mobilenet_v2|builtin]\n"
                "           [--photo FILE.jpg] [--size BYTES] [--no-floor] [--fill-seconds 5] [--soak SECONDS]\n"
-               "           [--soak-concurrency 4] [--deeplens PATH] [--models-dir DIR] [--keep]\n";
+               "           [--soak-concurrency 4] [--soak-rate 20] [--deeplens PATH] [--models-dir DIR] [--keep]\n";
   std::exit(code);
 }
 
@@ -68,7 +69,7 @@ Args parse(int argc, char** argv) {
     if (f == "--concurrency") {
       a.concurrency.clear();
       std::string list = next();
-      for (size_t p = 0; p < list.size();) {
+      for (size_t p = 0; p < list.size() && list != "none";) {
         a.concurrency.push_back(std::stoi(list.substr(p)));
         p = list.find(',', p);
         if (p == std::string::npos) break;
@@ -82,6 +83,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--no-floor") a.floor = false;
     else if (f == "--soak") a.soak = std::stoi(next());
     else if (f == "--soak-concurrency") a.soak_concurrency = std::stoi(next());
+    else if (f == "--soak-rate") a.soak_rate = std::stod(next());
     else if (f == "--deeplens") a.deeplens = next();
     else if (f == "--models-dir") a.models_dir = next();
     else if (f == "--keep") a.keep = true;
@@ -245,10 +247,15 @@ int run(const Args& a) {
   }
 
   if (a.soak > 0) {
-    std::printf("soak: %d s of uploads at c=%d; RSS of deeplens serve every 10 s\n", a.soak, a.soak_concurrency);
+    std::printf("soak: %d s of uploads at c=%d, %.0f/s; RSS of deeplens serve every 10 s\n", a.soak, a.soak_concurrency,
+                a.soak_rate);
     std::printf("%6s %10s %10s %10s %10s\n", "t s", "RSS MiB", "uploads", "completed", "vectors");
     LoadResult soak_result;
-    std::thread load([&] { soak_result = run_load(spec_for(deeplens, a.soak_concurrency, std::chrono::seconds(a.soak))); });
+    std::thread load([&] {
+      auto spec = spec_for(deeplens, a.soak_concurrency, std::chrono::seconds(a.soak));
+      spec.rate = a.soak_rate;
+      soak_result = run_load(spec);
+    });
     const auto t0 = std::chrono::steady_clock::now();
     for (int t = 0; t <= a.soak + 1; t += 10) {
       std::this_thread::sleep_until(t0 + std::chrono::seconds(t));
