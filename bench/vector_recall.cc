@@ -7,7 +7,7 @@
 //   vector_recall                      100k x 1280-d, 1000 clusters, 200 queries, recall@10,
 //                                      ef_search sweep (ours vs hnswlib: recall, p50/p99, QPS on
 //                                      1 and --threads threads), memory, restart time
-//   vector_recall --n 1000000          needs ~17 GB: the data once plus both indexes
+//   vector_recall --n 1000000          peak RSS ~16 GB: the data once plus both indexes
 //   vector_recall --no-hnswlib         our index only
 //   vector_recall --n 20000 --ef-search 32,64,128
 //   vector_recall --crossover          exact vs HNSW latency by collection size (picks
@@ -726,6 +726,7 @@ int run_upserts(const Args& a) {
 int main(int argc, char** argv) {
   using namespace deeplens;
   init_logging(LogOptions{LogLevel::kWarn, true});
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // a long run's lines appear as they come, even in a file
   const Args args = parse_args(argc, argv);
   if (args.crossover) return run_crossover(args);
   if (args.upserts) return run_upserts(args);
