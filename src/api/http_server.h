@@ -25,7 +25,7 @@ namespace deeplens::api {
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:8080";  // server.listen; port 0 picks a free port
-  int threads = 4;                         // server.threads
+  int threads = 16;                        // server.threads (handlers block on fsync)
   uint64_t max_body_bytes = 64ull << 20;   // server.max_body_bytes (uploads, spooled)
   uint64_t max_small_body_bytes = 1 << 20; // JSON bodies
   uint32_t max_header_bytes = 16 << 10;

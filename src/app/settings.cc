@@ -17,7 +17,7 @@ const std::array kKeys = {
     ConfigKeySpec{"bus.partitions", kInt, "8", "Kafka: partitions per topic when DeepLens creates the topics"},
     ConfigKeySpec{"bus.replication", kInt, "3", "Kafka: replication factor when DeepLens creates the topics"},
     ConfigKeySpec{"server.listen", kString, "127.0.0.1:8080", "HTTP address HOST:PORT (port 0 picks a free port)"},
-    ConfigKeySpec{"server.threads", kInt, "4", "HTTP worker threads"},
+    ConfigKeySpec{"server.threads", kInt, "16", "HTTP worker threads (handlers block on fsync: size for concurrent uploads, not cores)"},
     ConfigKeySpec{"server.max_body_bytes", kInt, "67108864", "largest request body (uploads are streamed to disk)"},
     ConfigKeySpec{"server.header_timeout_s", kInt, "10", "seconds to receive request headers"},
     ConfigKeySpec{"server.body_timeout_s", kInt, "120", "seconds to receive a request body"},
