@@ -125,6 +125,8 @@ void Node::register_gauges() {
 Status Node::start_pipeline() {
   if (!bus_) return Error(ErrorCode::kFailedPrecondition, "this process has no event bus");
   checkpointed_ = false;
+  if (relay_)  // stop() stopped it with the stages; a no-op when it is running
+    if (auto st = relay_->start(); !st) return st;
   pipeline_ = std::make_unique<Pipeline>(*bus_, *context_, options_.run);
   return pipeline_->start();
 }
