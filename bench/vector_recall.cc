@@ -68,6 +68,7 @@
 #undef L2SqrSIMD16Ext
 
 #include "common/log.h"
+#include "vectors/hnsw/hnsw_graph.h"
 #include "vectors/hnsw/hnsw_index.h"
 #include "vectors/hnsw/hnsw_store.h"
 
@@ -346,37 +347,11 @@ struct DirectHnsw {
   const hnswlib::DISTFUNC<float> stock_distance;  // hnswlib's own kernel (SSE without -mavx)
 };
 
-// A copy of the AVX2+FMA inner-product distance src/vectors/hnsw/hnsw_graph.cc installs in our
-// graph when the CPU has it, so the direct comparison measures the same arithmetic.
-__attribute__((target("avx2,fma"))) float inner_product_distance_avx2(const void* a, const void* b,
-                                                                       const void* dim_ptr) {
-  size_t dim;
-  std::memcpy(&dim, dim_ptr, sizeof dim);
-  const auto* x = static_cast<const float*>(a);
-  const auto* y = static_cast<const float*>(b);
-  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
-  size_t i = 0;
-  for (; i + 32 <= dim; i += 32) {
-    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
-    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
-    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
-  }
-  for (; i + 8 <= dim; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
-  const __m256 sum8 = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-  __m128 sum4 = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
-  sum4 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-  sum4 = _mm_add_ss(sum4, _mm_movehdup_ps(sum4));
-  float sum = _mm_cvtss_f32(sum4);
-  for (; i < dim; ++i) sum += x[i] * y[i];
-  return 1.0f - sum;
-}
-
-bool cpu_has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+bool cpu_has_avx2() { return hnsw::fastest_inner_product_distance() != nullptr; }
 
 // Our kernel when the CPU has it, else hnswlib's (which is then what ours uses too).
 void use_our_kernel(DirectHnsw& d) {
-  d.index.fstdistfunc_ = cpu_has_avx2() ? inner_product_distance_avx2 : d.stock_distance;
+  d.index.fstdistfunc_ = cpu_has_avx2() ? hnsw::fastest_inner_product_distance() : d.stock_distance;
 }
 
 // Inserts the first n vectors of data from `threads` threads calling addPoint (as hnswlib's

@@ -62,8 +62,7 @@ __attribute__((target("avx2,fma"))) float inner_product_distance_avx2(const void
 }
 
 void use_fastest_distance(Hnsw& index) {
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (avx2) index.fstdistfunc_ = inner_product_distance_avx2;
+  if (auto f = fastest_inner_product_distance()) index.fstdistfunc_ = f;
 }
 
 Error hnswlib_error(const char* what, const std::exception& e) {
@@ -152,6 +151,11 @@ Status validate_saved_graph(const std::string& path, size_t dimension) {
 }
 
 }  // namespace
+
+DistanceFunction fastest_inner_product_distance() {
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return avx2 ? inner_product_distance_avx2 : nullptr;
+}
 
 HnswGraph::HnswGraph(size_t dimension, std::unique_ptr<hnswlib::InnerProductSpace> space)
     : dimension_(dimension), space_(std::move(space)) {}

@@ -30,6 +30,12 @@ class InnerProductSpace;
 
 namespace deeplens::hnsw {
 
+// The inner-product distance (1 - <a, b>) the graph installs in hnswlib when the CPU has AVX2 and
+// FMA, with hnswlib's DISTFUNC signature; nullptr on other CPUs (hnswlib's own kernel is used then).
+// Public so that bench/vector_recall can give hnswlib-called-directly the same arithmetic.
+using DistanceFunction = float (*)(const void* a, const void* b, const void* dimension);
+DistanceFunction fastest_inner_product_distance();
+
 struct ScoredLabel {
   float score = 0;  // dot product of the normalised vectors
   uint64_t label = 0;
