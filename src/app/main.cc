@@ -1,5 +1,7 @@
 // The deeplens binary: one executable, many subcommands (ARCHITECTURE.md).
 #include <CLI/CLI.hpp>
+#include <malloc.h>
+
 #include <cstdlib>
 #include <iostream>
 
@@ -14,6 +16,11 @@
 
 int main(int argc, char** argv) {
   using namespace deeplens::app;
+  // glibc gives every thread that allocates its own arena (up to 8 per core) and keeps freed memory
+  // in them; with ~30 threads (HTTP pool, stages, librdkafka, libvips) the server's RSS crept up
+  // ~1 KB per image beyond the vector index. Two arenas kept it flat at the same upload latency
+  // (bench/README.md, "Memory"). The environment variable MALLOC_ARENA_MAX still wins.
+  if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
   CLI::App root{"DeepLens: image ingestion and visual search on an asynchronous event pipeline."};
   root.set_version_flag("--version", std::string("deeplens ") + DEEPLENS_VERSION);
   root.require_subcommand(1);
