@@ -98,8 +98,9 @@ int run(const Args& a) {
   if (!opened) throw std::runtime_error(opened.error().to_string());
   app::Node& node = **opened;
   const std::string tenant = "bench", key = "bench-search-key";
-  if (auto st = node.store().create_tenant(Tenant{tenant, clock.now()}); !st) throw std::runtime_error(st.error().to_string());
-  if (auto st = node.store().add_api_key(tenant, sha256_hex(key)); !st) throw std::runtime_error(st.error().to_string());
+  if (auto st = node.store().create_tenant(Tenant{tenant, clock.now(), {}, 0, 0}); !st) throw std::runtime_error(st.error().to_string());
+  if (auto st = node.store().add_api_key(api::api_key_record(node.ids(), tenant, key, "bench", clock.now()), sha256_hex(key)); !st)
+    throw std::runtime_error(st.error().to_string());
 
   std::printf("machine: %u cores; %zu images, 1280-d clustered vectors, top-%zu; load average: ",
               std::thread::hardware_concurrency(), a.n, a.top_k);
@@ -165,7 +166,7 @@ int run(const Args& a) {
   so.listen = "127.0.0.1:0";
   so.spool_dir = dir;
   api::HttpServer server(so, [&](api::HttpRequest& r) { return service.handle(r); },
-                         [&](const std::string& m, const std::string& p) { return service.spools(m, p); });
+                         [&](api::HttpRequest& r) { return service.admit(r); });
   if (auto st = server.start(); !st) throw std::runtime_error(st.error().to_string());
 
   std::mt19937_64 pick(7);

@@ -190,7 +190,7 @@ int run(const Args& a) {
   fo.listen = "127.0.0.1:0";
   fo.spool_dir = floor_endpoint.spool_dir();
   api::HttpServer floor_server(fo, [&](api::HttpRequest& r) { return floor_endpoint.handle(r); },
-                               [](const std::string&, const std::string&) { return true; });
+                               [](api::HttpRequest&) { return api::Admission{std::nullopt, true}; });
   if (auto st = floor_server.start(); !st) {
     std::cerr << "floor server: " << st.error().to_string() << "\n";
     stop_child(serve);

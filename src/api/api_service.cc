@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -48,6 +50,25 @@ HttpResponse not_found_image(const std::string& id) {
   return error_response(404, "IMAGE_NOT_FOUND", "no image '" + id + "' in this tenant", {{"imageId", id}});
 }
 
+// inline; filename="<ASCII fallback>"; filename*=UTF-8''<percent-encoded> (RFC 6266 / 8187).
+std::string content_disposition(const std::string& file_name) {
+  std::string ascii, encoded;
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  for (unsigned char c : file_name) {
+    const bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                       c == '-' || c == '_';
+    ascii += (plain || c == ' ') ? static_cast<char>(c) : '_';
+    if (plain) {
+      encoded += static_cast<char>(c);
+    } else {
+      encoded += '%';
+      encoded += kHex[c >> 4];
+      encoded += kHex[c & 0xf];
+    }
+  }
+  return "inline; filename=\"" + ascii + "\"; filename*=UTF-8''" + encoded;
+}
+
 std::string human_estimate(double ms) {
   const int low = std::max(1, static_cast<int>(ms / 1000.0 + 0.5));
   return std::to_string(low) + "-" + std::to_string(low * 3) + " seconds";
@@ -61,21 +82,22 @@ struct RouteSpec {
   const char* pattern;
   bool spool;
   bool auth;
+  const char* name;
   HttpResponse (ApiService::*fn)(HttpRequest&);
 };
 
 const RouteSpec kRouteSpecs[] = {
-    {"POST", "/api/v1/images/upload", true, true, &ApiService::upload},
-    {"GET", "/api/v1/images", false, true, &ApiService::list_images},
-    {"GET", "/api/v1/images/{id}", false, true, &ApiService::get_image},
-    {"DELETE", "/api/v1/images/{id}", false, true, &ApiService::delete_image},
-    {"GET", "/api/v1/images/{id}/status", false, true, &ApiService::status},
-    {"GET", "/api/v1/images/{id}/content", false, true, &ApiService::get_content},
-    {"GET", "/api/v1/images/{id}/thumbnail", false, true, &ApiService::get_thumbnail},
-    {"POST", "/api/v1/search", true, true, &ApiService::search},
-    {"GET", "/healthz", false, false, &ApiService::healthz},
-    {"GET", "/readyz", false, false, &ApiService::readyz},
-    {"GET", "/metrics", false, false, &ApiService::metrics},
+    {"POST", "/api/v1/images/upload", true, true, "upload", &ApiService::upload},
+    {"GET", "/api/v1/images", false, true, "list_images", &ApiService::list_images},
+    {"GET", "/api/v1/images/{id}", false, true, "get_image", &ApiService::get_image},
+    {"DELETE", "/api/v1/images/{id}", false, true, "delete_image", &ApiService::delete_image},
+    {"GET", "/api/v1/images/{id}/status", false, true, "status", &ApiService::status},
+    {"GET", "/api/v1/images/{id}/content", false, true, "get_content", &ApiService::get_content},
+    {"GET", "/api/v1/images/{id}/thumbnail", false, true, "get_thumbnail", &ApiService::get_thumbnail},
+    {"POST", "/api/v1/search", true, true, "search", &ApiService::search},
+    {"GET", "/healthz", false, false, "healthz", &ApiService::healthz},
+    {"GET", "/readyz", false, false, "readyz", &ApiService::readyz},
+    {"GET", "/metrics", false, false, "metrics", &ApiService::metrics},
 };
 
 std::vector<std::pair<std::string, std::string>> ApiService::route_table() {
@@ -95,6 +117,7 @@ HttpResponse error_from(const Error& e) {
     if (r == "too_large") return error_response(413, "FILE_TOO_LARGE", e.message, details);
     if (r == "too_many_pixels" || r == "edge_too_long") return error_response(413, "IMAGE_TOO_LARGE", e.message, details);
     if (r == "corrupt") return error_response(400, "CORRUPT_IMAGE", e.message, details);
+    if (r == "quota_images" || r == "quota_bytes") return error_response(403, "QUOTA_EXCEEDED", e.message, details);
   }
   switch (e.code) {
     case ErrorCode::kInvalidArgument: return error_response(400, "INVALID_REQUEST", e.message, details);
@@ -111,7 +134,7 @@ HttpResponse error_from(const Error& e) {
 ApiService::ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options)
     : ctx_(ctx), bus_(bus), options_(std::move(options)) {
   for (const auto& spec : kRouteSpecs)
-    routes_.push_back(Route{spec.method, spec.pattern, spec.spool, spec.auth,
+    routes_.push_back(Route{spec.method, spec.pattern, spec.spool, spec.auth, spec.name,
                             [this, fn = spec.fn](HttpRequest& r) { return (this->*fn)(r); }});
   ctx_.metrics.describe("deeplens_http_requests_total", "counter", "HTTP requests by route and status");
   ctx_.metrics.describe("deeplens_http_request_seconds", "histogram", "HTTP request latency by route");
@@ -151,46 +174,148 @@ const Route* ApiService::match(const std::string& method, const std::string& pat
   return nullptr;
 }
 
-bool ApiService::spools(const std::string& method, const std::string& path) const {
-  std::map<std::string, std::string> params;
-  bool known = false;
-  const Route* r = match(method, path, params, known);
-  return r && r->spool;
+namespace {
+
+// Metrics labels come from a fixed set only: a client's method string would be an unbounded series.
+const char* method_label(const std::string& m) {
+  for (const char* known : {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+    if (m == known) return known;
+  return "OTHER";
 }
 
-Result<std::string> create_api_key(MetadataStore& store, IdGenerator& ids, const std::string& tenant_id) {
-  std::string key = "dlk_";
-  for (int i = 0; i < 2; ++i)  // two UUIDv4s: 244 random bits
-    for (char c : ids.uuid_v4())
-      if (c != '-') key += c;
-  if (auto st = store.add_api_key(tenant_id, sha256_hex(key)); !st) return std::move(st).error();
-  return key;
-}
-
-Result<std::string> ApiService::authenticate(const HttpRequest& req) {
+std::string presented_key(const HttpRequest& req) {
   std::string key = req.header("x-api-key");
   const std::string auth = req.header("authorization");
   if (key.empty() && auth.size() > 7 && (auth.rfind("Bearer ", 0) == 0 || auth.rfind("bearer ", 0) == 0))
     key = auth.substr(7);
+  return key;
+}
+
+HttpResponse unauthenticated(const std::string& message) {
+  HttpResponse res = error_response(401, "UNAUTHENTICATED", message);
+  res.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return res;
+}
+
+}  // namespace
+
+ApiKey api_key_record(IdGenerator& ids, const std::string& tenant_id, const std::string& secret,
+                      const std::string& name, Timestamp now) {
+  ApiKey k;
+  k.id = "key_" + ids.hex(8);
+  k.tenant_id = tenant_id;
+  k.name = name;
+  k.prefix = secret.substr(0, std::min<size_t>(secret.size(), 12));
+  k.created_at = now;
+  return k;
+}
+
+Result<CreatedApiKey> create_api_key(MetadataStore& store, IdGenerator& ids, const std::string& tenant_id,
+                                     const std::string& name, Timestamp now, std::optional<Timestamp> expires_at) {
+  CreatedApiKey out;
+  out.secret = "dlk_" + ids.hex(32);
+  out.info = api_key_record(ids, tenant_id, out.secret, name, now);
+  out.info.expires_at = expires_at;
+  if (auto st = store.add_api_key(out.info, sha256_hex(out.secret)); !st) return std::move(st).error();
+  return out;
+}
+
+Result<ApiService::Credentials> ApiService::authenticate(const HttpRequest& req) {
+  const std::string key = presented_key(req);
   if (key.empty())
     return Error(ErrorCode::kUnauthenticated,
                  "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'");
   const std::string hash = sha256_hex(key);
+  const auto now = std::chrono::steady_clock::now();
+  std::optional<Credentials> found;
   {
     std::lock_guard lock(auth_mu_);
     auto it = key_cache_.find(hash);
-    if (it != key_cache_.end()) return it->second;
+    if (it != key_cache_.end() && now - it->second.fetched < options_.key_cache_ttl) found = it->second;
   }
-  auto tenant = ctx_.store.tenant_for_key(hash);
-  if (!tenant) {
-    if (tenant.error().code == ErrorCode::kNotFound)
-      return Error(ErrorCode::kUnauthenticated, "invalid API key");
-    return std::move(tenant).error();
+  if (!found) {
+    // The lookup is by the key's SHA-256, so its timing tells nothing about the key's characters.
+    auto stored = ctx_.store.find_api_key(hash);
+    if (!stored) {
+      if (stored.error().code == ErrorCode::kNotFound) return Error(ErrorCode::kUnauthenticated, "invalid API key");
+      return std::move(stored).error();
+    }
+    auto tenant = ctx_.store.get_tenant(stored->tenant_id);
+    if (!tenant) {
+      if (tenant.error().code == ErrorCode::kNotFound) return Error(ErrorCode::kUnauthenticated, "invalid API key");
+      return std::move(tenant).error();
+    }
+    const Timestamp wall = ctx_.clock.now();
+    if (stored->usable(wall) && (!stored->last_used_at || wall - *stored->last_used_at > std::chrono::minutes(1))) {
+      if (auto st = ctx_.store.touch_api_key(stored->id, wall); !st)
+        log_warn("auth.touch_failed", {{"keyId", stored->id}, {"error", st.error().message}});
+      stored->last_used_at = wall;
+    }
+    found = Credentials{std::move(stored).value(), std::move(tenant).value(), now};
+    std::lock_guard lock(auth_mu_);
+    if (key_cache_.size() > 10000) key_cache_.clear();
+    key_cache_[hash] = *found;
   }
-  std::lock_guard lock(auth_mu_);
-  if (key_cache_.size() > 10000) key_cache_.clear();
-  key_cache_[hash] = *tenant;
-  return *tenant;
+  if (found->key.revoked_at) return Error(ErrorCode::kUnauthenticated, "this API key was revoked");
+  if (!found->key.usable(ctx_.clock.now())) return Error(ErrorCode::kUnauthenticated, "this API key has expired");
+  return std::move(found).value();
+}
+
+StorageQuota ApiService::quota_of(const Tenant& t) const {
+  return StorageQuota{t.limits.max_images.value_or(options_.tenant_limits.max_images),
+                      t.limits.max_bytes.value_or(options_.tenant_limits.max_bytes)};
+}
+
+std::optional<HttpResponse> ApiService::over_rate(const Tenant& t, bool upload) {
+  const double rate = upload ? t.limits.upload_rate.value_or(options_.tenant_limits.upload_rate)
+                             : t.limits.search_rate.value_or(options_.tenant_limits.search_rate);
+  if (rate <= 0) return std::nullopt;
+  const char* limit = upload ? "upload_rate" : "search_rate";
+  auto wait = ctx_.store.take_rate_token(std::string(limit) + ":" + t.id, rate, std::max(1.0, rate), ctx_.clock.now());
+  if (!wait) return error_from(wait.error());
+  if (*wait <= 0) return std::nullopt;
+  char rate_text[32];
+  std::snprintf(rate_text, sizeof rate_text, "%g", rate);
+  HttpResponse res = error_response(
+      429, "RATE_LIMITED",
+      std::string("too many ") + (upload ? "uploads" : "searches") + " for this tenant: the limit is " + rate_text +
+          " per second (" + limit + "); retry after the Retry-After seconds",
+      {{"limit", limit}, {"ratePerSecond", rate_text}});
+  res.headers.emplace_back("Retry-After", std::to_string(static_cast<int64_t>(std::ceil(*wait))));
+  return res;
+}
+
+Admission ApiService::admit(HttpRequest& req) {
+  Admission out;
+  bool known = false;
+  const Route* route = match(req.method, req.path, req.params, known);
+  if (!route) return out;  // handle() answers 404 / 405; any body is small and dropped
+  out.spool = route->spool;
+  req.admitted = true;
+  if (!route->auth) return out;
+  auto credentials = authenticate(req);
+  if (!credentials) {
+    out.refusal = credentials.error().code == ErrorCode::kUnauthenticated ? unauthenticated(credentials.error().message)
+                                                                           : error_from(credentials.error());
+    return out;
+  }
+  req.tenant_id = credentials->tenant.id;
+  req.api_key_id = credentials->key.id;
+  const bool upload = route->fn_name == "upload", search = route->fn_name == "search";
+  if (upload || search)
+    if (auto limited = over_rate(credentials->tenant, upload)) {
+      out.refusal = std::move(limited);
+      return out;
+    }
+  if (upload) {
+    // Refused from the headers when the tenant is already full (the insert checks again).
+    const StorageQuota quota = quota_of(credentials->tenant);
+    ImageRecord probe;
+    probe.tenant_id = req.tenant_id;
+    if (auto st = check_quota(probe, quota, credentials->tenant.image_count, credentials->tenant.bytes_stored); !st)
+      out.refusal = error_from(st.error());
+  }
+  return out;
 }
 
 HttpResponse ApiService::handle(HttpRequest& req) {
@@ -202,20 +327,15 @@ HttpResponse ApiService::handle(HttpRequest& req) {
   if (!route) {
     res = known ? error_response(405, "METHOD_NOT_ALLOWED", req.method + " is not allowed on " + req.path)
                 : error_response(404, "NOT_FOUND", "no such endpoint: " + req.path);
-  } else if (route->auth) {
-    auto tenant = authenticate(req);
-    if (!tenant) {
-      res = error_from(tenant.error());
-    } else {
-      req.tenant_id = *tenant;
-      res = route->handler(req);
-    }
+  } else if (!req.admitted) {
+    if (auto admission = admit(req); admission.refusal) res = std::move(*admission.refusal);
+    else res = route->handler(req);
   } else {
     res = route->handler(req);
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ctx_.metrics.add("deeplens_http_requests_total",
-                   {{"method", req.method}, {"route", route_name}, {"status", std::to_string(res.status)}});
+                   {{"method", method_label(req.method)}, {"route", route_name}, {"status", std::to_string(res.status)}});
   ctx_.metrics.observe("deeplens_http_request_seconds", {{"route", route_name}}, seconds);
   if (res.status >= 500)
     log_error("http.error", {{"path", req.path}, {"status", res.status}, {"body", res.body}});
@@ -305,6 +425,9 @@ HttpResponse ApiService::upload(HttpRequest& req) {
   up.sha256 = hash.hex_digest();
   up.info = std::move(info).value();
   up.blob = std::move(writer).value();
+  auto credentials = authenticate(req);
+  if (!credentials) return error_from(credentials.error());
+  up.quota = quota_of(credentials->tenant);
   auto outcome = accept_upload(ctx_, std::move(up));
   if (!outcome) return error_from(outcome.error());
 
@@ -351,8 +474,11 @@ HttpResponse ApiService::get_content(HttpRequest& req) {
   if (!image) return image.error().code == ErrorCode::kNotFound ? not_found_image(req.params["id"]) : error_from(image.error());
   auto bytes = ctx_.blobs.read(image->storage_path);
   if (!bytes) return error_from(bytes.error());
-  HttpResponse res{200, image->content_type, std::move(bytes).value(), {}};
+  HttpResponse res{200, image->content_type, std::move(bytes).value(), {}};  // the type sniffed at upload
   res.headers.emplace_back("Cache-Control", "private, max-age=31536000, immutable");
+  res.headers.emplace_back("Content-Disposition", content_disposition(image->file_name));
+  // An image opened directly runs nothing and loads nothing, whatever its bytes claim to be.
+  res.headers.emplace_back("Content-Security-Policy", "default-src 'none'; img-src 'self'; sandbox");
   return res;
 }
 

@@ -6,7 +6,10 @@
 // handle() is called concurrently by the HTTP server's threads; the service is thread-safe.
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <optional>
+#include <unordered_map>
 #include <map>
 #include <mutex>
 #include <string>
@@ -18,10 +21,22 @@
 
 namespace deeplens::api {
 
+// Per-tenant limits where the tenant sets none (limits.*); 0 = unlimited.
+struct DefaultTenantLimits {
+  int64_t max_images = 0;
+  int64_t max_bytes = 0;
+  double upload_rate = 0;  // per second
+  double search_rate = 0;
+};
+
 struct ApiOptions {
   std::string default_model = "builtin";   // used when processingOptions.models is absent
   std::vector<std::string> models;          // every model a request may name
   ImageLimits limits;                       // upload.max_bytes, upload.max_pixels, upload.max_edge
+  DefaultTenantLimits tenant_limits;        // limits.*
+  // How long a key's lookup (and its tenant's limits) is reused: a revoked key stops working in
+  // every process within this time.
+  std::chrono::milliseconds key_cache_ttl{500};
 };
 
 struct Route {
@@ -29,6 +44,7 @@ struct Route {
   std::string pattern;  // "/api/v1/images/{id}/status"
   bool spool = false;   // body streamed to disk
   bool auth = true;     // needs an API key
+  std::string fn_name;  // the handler's name ("upload", "search", ...)
   std::function<HttpResponse(HttpRequest&)> handler;
 };
 
@@ -37,8 +53,10 @@ class ApiService {
   ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options);
 
   HttpResponse handle(HttpRequest& req);
-  // Whether a request's body should be spooled to disk (called with the headers only).
-  bool spools(const std::string& method, const std::string& path) const;
+  // Called with the headers only, before any of the body is read: routing, authentication, rate
+  // limits and the storage quota. Returns the refusal, if any, and whether the body is spooled.
+  // Sets req.admitted, tenant_id and api_key_id. handle() runs it itself for a request not admitted.
+  Admission admit(HttpRequest& req);
   const std::vector<Route>& routes() const { return routes_; }
   // (method, pattern) of every route, without a service instance.
   static std::vector<std::pair<std::string, std::string>> route_table();
@@ -59,18 +77,35 @@ class ApiService {
  private:
   const Route* match(const std::string& method, const std::string& path, std::map<std::string, std::string>& params,
                      bool& path_known) const;
-  Result<std::string> authenticate(const HttpRequest& req);
+  struct Credentials {
+    ApiKey key;
+    Tenant tenant;  // with its limits and usage (as of the lookup)
+    std::chrono::steady_clock::time_point fetched;
+  };
+  Result<Credentials> authenticate(const HttpRequest& req);
+  StorageQuota quota_of(const Tenant& tenant) const;
+  std::optional<HttpResponse> over_rate(const Tenant& tenant, bool upload);
 
   PipelineContext& ctx_;
   EventBus& bus_;
   ApiOptions options_;
   std::vector<Route> routes_;
   std::mutex auth_mu_;
-  std::map<std::string, std::string> key_cache_;  // sha256(key) -> tenant
+  std::unordered_map<std::string, Credentials> key_cache_;  // sha256(key) -> credentials; guarded by auth_mu_
 };
 
-// A new API key "dlk_<hex>" for tenant; only its SHA-256 is stored, so it is shown once.
-Result<std::string> create_api_key(MetadataStore& store, IdGenerator& ids, const std::string& tenant_id);
+struct CreatedApiKey {
+  ApiKey info;
+  std::string secret;  // "dlk_" + 64 hex (256 random bits); shown once, stored only as SHA-256
+};
+// A new API key for tenant.
+Result<CreatedApiKey> create_api_key(MetadataStore& store, IdGenerator& ids, const std::string& tenant_id,
+                                     const std::string& name, Timestamp now,
+                                     std::optional<Timestamp> expires_at = std::nullopt);
+// The public fields of a stored key under the same id scheme ("key_" + 16 hex), e.g. for a key
+// from configuration (auth.default_key) that was not generated here.
+ApiKey api_key_record(IdGenerator& ids, const std::string& tenant_id, const std::string& secret,
+                      const std::string& name, Timestamp now);
 
 // Maps an imaging / pipeline error to an HTTP error response.
 HttpResponse error_from(const Error& e);

@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,6 +22,9 @@ struct HttpRequest {
   std::filesystem::path body_file;   // large bodies (multipart uploads) are spooled to disk
   std::map<std::string, std::string> params;  // path parameters, e.g. {"id": "img_..."}
   std::string tenant_id;             // set by authentication
+  std::string api_key_id;            // the key that authenticated the request
+  std::string client_address;        // the peer's IP address
+  bool admitted = false;             // authentication and limits already passed (from the headers)
 
   std::string header(std::string_view name) const;  // name in lower case; "" when absent
 };
@@ -30,6 +34,13 @@ struct HttpResponse {
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+};
+
+// What the server does with a request whose headers are in and whose body is not read yet:
+// refuse it with a response, or go on and say whether the body is spooled to a file.
+struct Admission {
+  std::optional<HttpResponse> refusal;
+  bool spool = false;
 };
 
 // {"error":{"code":"...","message":"...","details":{...}}}

@@ -5,6 +5,7 @@
 #include <boost/beast/http.hpp>
 #include <limits>
 #include <list>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
@@ -18,31 +19,51 @@ namespace http = beast::http;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
 
-namespace {
-std::atomic<uint64_t> g_spool_seq{0};
-}
-
 struct HttpServer::Impl {
   HttpServerOptions options;
   Handler handler;
-  SpoolPredicate spool;
+  Admit admit;
   net::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
   std::atomic<bool> draining{false};
   std::atomic<int> in_flight{0};
+  std::atomic<uint64_t> spool_seq{0};  // names spool files uniquely within the process
   uint16_t bound_port = 0;
 
   class Session;
   std::mutex sessions_mu;
   std::list<std::weak_ptr<Session>> sessions;
+  int open_connections = 0;                        // guarded by sessions_mu
+  std::map<std::string, int> connections_by_client;  // guarded by sessions_mu
+
+  // Counts a new connection from client; false (and nothing counted) past a limit.
+  bool admit_connection(const std::string& client) {
+    std::lock_guard lock(sessions_mu);
+    int& n = connections_by_client[client];
+    if (open_connections >= options.max_connections || n >= options.max_connections_per_client) {
+      if (n == 0) connections_by_client.erase(client);
+      return false;
+    }
+    ++n;
+    ++open_connections;
+    return true;
+  }
+  void release_connection(const std::string& client) {
+    std::lock_guard lock(sessions_mu);
+    --open_connections;
+    auto it = connections_by_client.find(client);
+    if (it != connections_by_client.end() && --it->second <= 0) connections_by_client.erase(it);
+  }
 
   void do_accept();
 };
 
 class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(Impl& server, tcp::socket socket) : server_(server), stream_(std::move(socket)) {}
+  Session(Impl& server, tcp::socket socket, std::string client)
+      : server_(server), stream_(std::move(socket)), client_(std::move(client)) {}
+  ~Session() { server_.release_connection(client_); }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
@@ -78,12 +99,30 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     ++server_.in_flight;
     counted_ = true;
     auto& msg = header_->get();
-    method_ = std::string(msg.method_string());
-    target_ = std::string(msg.target());
     keep_alive_ = msg.keep_alive();
-    const auto q = target_.find('?');
-    path_ = url_decode(std::string_view(target_).substr(0, q), false);
-    const bool spool = server_.spool && server_.spool(method_, path_);
+    request_ = HttpRequest{};
+    request_.method = std::string(msg.method_string());
+    request_.target = std::string(msg.target());
+    const auto q = request_.target.find('?');
+    request_.path = url_decode(std::string_view(request_.target).substr(0, q), false);
+    if (q != std::string::npos) request_.query = parse_query(std::string_view(request_.target).substr(q + 1));
+    copy_headers(msg, request_);
+    request_.client_address = client_;
+    Admission admission;
+    if (server_.admit) {
+      try {
+        admission = server_.admit(request_);
+      } catch (const std::exception& e) {
+        log_error("http.admit_exception", {{"path", request_.path}, {"error", e.what()}});
+        admission.refusal = error_response(500, "INTERNAL", "internal error");
+      }
+    }
+    if (admission.refusal) {
+      // Nothing of the body is read or stored: answer, then close.
+      refused_ = !header_->is_done();
+      return respond(std::move(*admission.refusal), false);
+    }
+    const bool spool = admission.spool;
     const uint64_t limit = spool ? server_.options.max_body_bytes : server_.options.max_small_body_bytes;
     if (auto length = header_->content_length(); length && *length > limit) {
       linger_ = true;  // let the client finish sending so it can read the 413
@@ -107,7 +146,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       file_.emplace(std::move(*header_));
       file_->body_limit(limit);
       spool_path_ = server_.options.spool_dir /
-                    ("body-" + std::to_string(::getpid()) + "-" + std::to_string(g_spool_seq++) + ".part");
+                    ("body-" + std::to_string(::getpid()) + "-" + std::to_string(server_.spool_seq++) + ".part");
       beast::error_code ec;
       file_->get().body().open(spool_path_.c_str(), beast::file_mode::write, ec);
       if (ec) return respond(error_response(500, "INTERNAL", "cannot spool request body: " + ec.message()), false);
@@ -149,22 +188,14 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   }
 
   void handle(std::string body) {
-    HttpRequest req;
-    req.method = method_;
-    req.target = target_;
-    req.path = path_;
-    const auto q = target_.find('?');
-    if (q != std::string::npos) req.query = parse_query(std::string_view(target_).substr(q + 1));
-    if (file_) copy_headers(file_->get(), req);
-    else if (text_) copy_headers(text_->get(), req);
-    else copy_headers(header_->get(), req);
+    HttpRequest& req = request_;
     req.body = std::move(body);
     req.body_file = spool_path_;
     HttpResponse res;
     try {
       res = server_.handler(req);
     } catch (const std::exception& e) {
-      log_error("http.handler_exception", {{"path", path_}, {"error", e.what()}});
+      log_error("http.handler_exception", {{"path", req.path}, {"error", e.what()}});
       res = error_response(500, "INTERNAL", "internal error");
     }
     respond(std::move(res), keep_alive_);
@@ -180,6 +211,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     auto out = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(res.status), 11);
     out->set(http::field::server, "deeplens");
     out->set(http::field::content_type, res.content_type);
+    out->set("X-Content-Type-Options", "nosniff");
     for (auto& [k, v] : res.headers) out->set(k, v);
     out->body() = std::move(res.body);
     out->keep_alive(keep_alive);
@@ -188,7 +220,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     http::async_write(stream_, *out, [self = shared_from_this(), out, keep_alive](beast::error_code ec, size_t) {
       if (ec == http::error::end_of_stream) ec = {};  // Beast's way of saying "now close"
       self->finish_request();
-      if (!ec && self->linger_) return self->linger_close();
+      if (!ec && self->refused_) return self->linger_close(std::chrono::seconds(1), 1u << 20);
+      if (!ec && self->linger_) return self->linger_close(std::chrono::seconds(5), self->server_.options.max_body_bytes * 2);
       if (ec || !keep_alive) return self->close();
       self->header_.reset();
       self->text_.reset();
@@ -207,19 +240,20 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
 
   // After refusing a body: stop sending, read and discard what the client still sends (bounded in
   // time and bytes), then close — so the client sees our response instead of a broken pipe.
-  void linger_close() {
+  // (The bytes are read into one small buffer and dropped: nothing is kept.)
+  void linger_close(std::chrono::seconds for_at_most, uint64_t max_bytes) {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
-    stream_.expires_after(std::chrono::seconds(5));
+    stream_.expires_after(for_at_most);
     discard_.resize(64 * 1024);
-    drain();
+    drain(max_bytes);
   }
 
-  void drain() {
-    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this()](beast::error_code ec, size_t n) {
+  void drain(uint64_t max_bytes) {
+    stream_.async_read_some(net::buffer(discard_), [self = shared_from_this(), max_bytes](beast::error_code ec, size_t n) {
       self->drained_ += n;
-      if (ec || self->drained_ > self->server_.options.max_body_bytes * 2) return self->close();
-      self->drain();
+      if (ec || self->drained_ > max_bytes) return self->close();
+      self->drain(max_bytes);
     });
   }
 
@@ -243,8 +277,10 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> text_;
   std::optional<http::request_parser<http::file_body>> file_;
   std::filesystem::path spool_path_;
-  std::string method_, target_, path_;
+  const std::string client_;
+  HttpRequest request_;  // from the headers on; the body is added before the handler runs
   bool keep_alive_ = true;
+  bool refused_ = false;  // refused at admission with body bytes unread
   bool busy_ = false;
   bool counted_ = false;
   bool closed_ = false;
@@ -259,7 +295,18 @@ void HttpServer::Impl::do_accept() {
       if (ec == net::error::operation_aborted || !acceptor->is_open()) return;
       log_warn("http.accept_failed", {{"error", ec.message()}});
     } else {
-      auto session = std::make_shared<Session>(*this, std::move(socket));
+      beast::error_code peer_ec;
+      const auto peer = socket.remote_endpoint(peer_ec);
+      std::string client = peer_ec ? std::string("unknown") : peer.address().to_string();
+      if (!admit_connection(client)) {
+        // Past a limit: close before reading anything (the cheapest refusal there is).
+        beast::error_code close_ec;
+        socket.close(close_ec);
+        if (draining) return;
+        if (acceptor->is_open()) do_accept();
+        return;
+      }
+      auto session = std::make_shared<Session>(*this, std::move(socket), std::move(client));
       {
         std::lock_guard lock(sessions_mu);
         sessions.remove_if([](const std::weak_ptr<Session>& w) { return w.expired(); });
@@ -271,11 +318,11 @@ void HttpServer::Impl::do_accept() {
   });
 }
 
-HttpServer::HttpServer(HttpServerOptions options, Handler handler, SpoolPredicate spool)
+HttpServer::HttpServer(HttpServerOptions options, Handler handler, Admit admit)
     : impl_(std::make_unique<Impl>()) {
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
-  impl_->spool = std::move(spool);
+  impl_->admit = std::move(admit);
 }
 
 HttpServer::~HttpServer() { stop(); }

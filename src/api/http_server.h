@@ -6,6 +6,14 @@
 // max_small_body_bytes. A body over its limit is refused with 413 before it is read (when
 // Content-Length says so) or as soon as the limit is crossed.
 //
+// Admission: once a request's headers are in, and before any of its body is read, the admit
+// callback decides whether it goes on (and whether its body is spooled). A refused request is
+// answered at once with "Connection: close"; its body is never read into memory or stored (what the
+// client still sends is discarded for at most a second so that it can read the answer).
+// Connections: at most max_connections open at once and max_connections_per_client from one
+// address; a connection past either limit is closed as soon as it is accepted.
+// Every response carries X-Content-Type-Options: nosniff.
+//
 // Shutdown (stop): the acceptor closes, requests in flight finish and are answered with
 // "Connection: close", idle keep-alive connections close; then the threads exit.
 // Thread-safety: start/stop from one thread; the handler is called concurrently from the pool.
@@ -16,6 +24,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "api/http.h"
@@ -29,6 +38,8 @@ struct HttpServerOptions {
   uint64_t max_body_bytes = 64ull << 20;   // server.max_body_bytes (uploads, spooled)
   uint64_t max_small_body_bytes = 1 << 20; // JSON bodies
   uint32_t max_header_bytes = 16 << 10;
+  int max_connections = 4096;                // server.max_connections
+  int max_connections_per_client = 256;      // server.max_connections_per_client
   std::chrono::seconds header_timeout{10};   // server.header_timeout_s
   std::chrono::seconds body_timeout{120};    // server.body_timeout_s
   std::chrono::seconds idle_timeout{60};     // keep-alive
@@ -39,10 +50,11 @@ struct HttpServerOptions {
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(HttpRequest&)>;
-  // Decides from the headers whether a request's body is spooled to a file.
-  using SpoolPredicate = std::function<bool(const std::string& method, const std::string& path)>;
+  // Decided from the headers (the request has no body yet): refuse with a response, or go on and
+  // say whether the body is spooled to a file. The same HttpRequest then reaches the handler.
+  using Admit = std::function<Admission(HttpRequest&)>;
 
-  HttpServer(HttpServerOptions options, Handler handler, SpoolPredicate spool);
+  HttpServer(HttpServerOptions options, Handler handler, Admit admit);
   ~HttpServer();
 
   Status start();

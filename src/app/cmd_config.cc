@@ -28,7 +28,10 @@ void register_config_command(CLI::App& root, GlobalFlags& flags, int* exit_code)
       return;
     }
     for (const auto& k : config_keys())
-      std::cout << k.key << " = " << config->str(k.key) << "    # " << config->origin(k.key) << "\n";
+      std::cout << k.key << " = " << redact_config_value(k.key, config->str(k.key)) << "    # " << config->origin(k.key)
+                << "\n";
+    for (const auto& [k, v] : config->passthrough("kafka."))
+      std::cout << "kafka." << k << " = " << redact_config_value(k, v) << "    # passed to librdkafka\n";
   });
 }
 

@@ -1,4 +1,4 @@
-// Operator commands on the data directory: tenants, dead letters, and the route table.
+// Operator commands on the data directory: migrations and dead letters (tenants: cmd_tenants.cc).
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -24,52 +24,12 @@ std::unique_ptr<Runtime> open_or_report(GlobalFlags& flags, int* exit_code) {
 }  // namespace
 
 void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
-  auto* tenants = root.add_subcommand("tenants", "Manage tenants and their API keys");
-  tenants->require_subcommand(1);
-  auto slug = std::make_shared<std::string>();
-  auto* create = tenants->add_subcommand("create", "Create a tenant (or a new key for an existing one) and print its API key");
-  create->add_option("slug", *slug, "Tenant id: lower-case letters, digits and '-'")->required();
-  create->callback([&flags, slug, exit_code] {
-    if (!valid_tenant_slug(*slug)) {
-      std::cerr << "error: '" << *slug << "' is not a valid tenant id (use a-z, 0-9 and '-', at most 63 characters)\n";
-      *exit_code = 2;
-      return;
-    }
-    auto rt = open_or_report(flags, exit_code);
-    if (!rt) return;
-    auto& store = rt->node->store();
-    if (auto st = store.create_tenant(Tenant{*slug, rt->clock.now()}); !st && st.error().code != ErrorCode::kAlreadyExists) {
-      std::cerr << "error: " << st.error().message << "\n";
-      *exit_code = 1;
-      return;
-    }
-    auto key = api::create_api_key(store, rt->node->ids(), *slug);
-    if (!key) {
-      std::cerr << "error: " << key.error().message << "\n";
-      *exit_code = 1;
-      return;
-    }
-    std::cout << "tenant: " << *slug << "\napi key: " << *key << "\n";
-  });
-  auto* list = tenants->add_subcommand("list", "List tenants");
-  list->callback([&flags, exit_code] {
-    auto rt = open_or_report(flags, exit_code);
-    if (!rt) return;
-    auto all = rt->node->store().list_tenants();
-    if (!all) {
-      std::cerr << "error: " << all.error().message << "\n";
-      *exit_code = 1;
-      return;
-    }
-    for (const auto& t : *all) std::cout << t.id << "\t" << format_iso8601(t.created_at) << "\n";
-  });
-
   auto* migrate = root.add_subcommand("migrate", "Apply the metadata store's schema migrations (they also run at every start)");
   migrate->callback([&flags, exit_code] {
     auto rt = open_or_report(flags, exit_code);
     if (!rt) return;
     const std::string url = rt->config.str("metadata.url");
-    std::cout << "metadata schema is up to date (" << (url.empty() ? "SQLite in " + rt->config.str("data_dir") : url)
+    std::cout << "metadata schema is up to date (" << (url.empty() ? "SQLite in " + rt->config.str("data_dir") : redact_secrets(url))
               << ")\n";
   });
 

@@ -33,11 +33,6 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
     std::cerr << "error: " << rt.error().message << "\n";
     return 2;
   }
-  auto key = ensure_default_tenant(**rt);
-  if (!key) {
-    std::cerr << "error: " << key.error().message << "\n";
-    return 2;
-  }
   Node& node = *(*rt)->node;
   if (auto st = node.start_pipeline(); !st) {
     std::cerr << "error: cannot start the pipeline: " << st.error().message << "\n";
@@ -53,10 +48,17 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
     node.stop();
     return 0;
   }
+  // Only processes that serve HTTP create the default tenant and print its key.
+  auto key = ensure_default_tenant(**rt);
+  if (!key) {
+    std::cerr << "error: " << key.error().message << "\n";
+    node.stop();
+    return 2;
+  }
   api::ApiService service(node.context(), node.bus(), api_options((*rt)->config, *(*rt)->models));
   api::HttpServer server(
       server_options((*rt)->config), [&](api::HttpRequest& r) { return service.handle(r); },
-      [&](const std::string& m, const std::string& p) { return service.spools(m, p); });
+      [&](api::HttpRequest& r) { return service.admit(r); });
   if (auto st = server.start(); !st) {
     std::cerr << "error: " << st.error().message << "\n";
     node.stop();

@@ -14,6 +14,7 @@ void register_events_command(CLI::App& root, int* exit_code);
 void register_config_command(CLI::App& root, GlobalFlags& flags, int* exit_code);
 void register_serve_command(CLI::App& root, GlobalFlags& flags, int* exit_code);
 void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code);
+void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code);
 void register_client_commands(CLI::App& root, int* exit_code);
 void register_dev_kafka_command(CLI::App& root, int* exit_code);
 

@@ -11,6 +11,7 @@ namespace deeplens::app {
 struct GlobalFlags {
   std::string config_file;             // --config PATH (or DEEPLENS_CONFIG)
   std::vector<std::string> overrides;  // --set key=value, repeatable
+  std::string data_dir;                // --data-dir PATH: the same as --set data_dir=PATH
 };
 
 // Loads the configuration: defaults < file < DEEPLENS_* env < --set.

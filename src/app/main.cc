@@ -29,12 +29,14 @@ int main(int argc, char** argv) {
               "Run `deeplens config` to see every key. Docs: README.md and ARCHITECTURE.md.");
   GlobalFlags flags;
   root.add_option("--config", flags.config_file, "TOML configuration file (or DEEPLENS_CONFIG)");
+  root.add_option("--data-dir", flags.data_dir, "Data directory (config data_dir) for any subcommand");
   root.add_option("--set", flags.overrides, "Override a configuration key: --set key=value (repeatable)");
 
   int exit_code = 0;
   register_serve_command(root, flags, &exit_code);
   register_client_commands(root, &exit_code);
   register_ops_commands(root, flags, &exit_code);
+  register_tenant_commands(root, flags, &exit_code);
   register_events_command(root, &exit_code);
   register_config_command(root, flags, &exit_code);
   register_dev_kafka_command(root, &exit_code);

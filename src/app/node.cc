@@ -3,6 +3,7 @@
 #include "common/log.h"
 #include "store/postgres/postgres_metadata_store.h"
 #include "events/topics.h"
+#include "pipeline/collection_migration.h"
 
 namespace deeplens::app {
 
@@ -86,6 +87,9 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
   } else {
     node->vectors_ = std::make_unique<NoVectors>();
   }
+  if (options.open_vectors)
+    if (auto moved = migrate_collection_names(*node->store_, *node->vectors_); !moved)
+      return std::move(moved).error().with("during", "renaming vector collections (legacy names)");
   node->register_gauges();
   node->context_.reset(new PipelineContext{*node->store_, *node->blobs_, *node->vectors_, std::move(models), clock,
                                            node->ids_, node->metrics_, options.pipeline});

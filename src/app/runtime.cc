@@ -25,6 +25,8 @@ api::HttpServerOptions server_options(const Config& c) {
   o.header_timeout = std::chrono::seconds(c.integer("server.header_timeout_s"));
   o.body_timeout = std::chrono::seconds(c.integer("server.body_timeout_s"));
   o.spool_dir = std::filesystem::path(c.str("data_dir")) / "spool";
+  o.max_connections = static_cast<int>(c.integer("server.max_connections"));
+  o.max_connections_per_client = static_cast<int>(c.integer("server.max_connections_per_client"));
   return o;
 }
 
@@ -33,6 +35,10 @@ api::ApiOptions api_options(const Config& c, const ModelRegistry& models) {
   o.default_model = models.default_model();
   o.models = models.names();
   o.limits = image_limits(c);
+  o.tenant_limits.max_images = c.integer("limits.max_images");
+  o.tenant_limits.max_bytes = c.integer("limits.max_bytes");
+  o.tenant_limits.upload_rate = c.number("limits.upload_rate");
+  o.tenant_limits.search_rate = c.number("limits.search_rate");
   return o;
 }
 
@@ -100,7 +106,7 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   if (!metadata.empty()) {
     if (metadata.rfind("postgresql://", 0) != 0 && metadata.rfind("postgres://", 0) != 0)
       return Error(ErrorCode::kInvalidArgument, "config key 'metadata.url' (" + c.origin("metadata.url") +
-                                                    "): expected postgresql://... or empty for SQLite, got '" + metadata + "'")
+                                                    "): expected postgresql://... or empty for SQLite, got '" + redact_secrets(metadata) + "'")
           .with("key", "metadata.url");
     o.postgres_url = metadata;
   }
@@ -137,19 +143,23 @@ Result<std::string> ensure_default_tenant(Runtime& rt) {
                                                   "' is not a valid tenant slug ([a-z0-9-], at most 63 characters)")
         .with("key", "auth.default_tenant");
   auto& store = rt.node->store();
-  bool created = false;
-  if (auto existing = store.get_tenant(tenant); !existing) {
-    if (existing.error().code != ErrorCode::kNotFound) return std::move(existing).error();
-    if (auto st = store.create_tenant(Tenant{tenant, rt.clock.now()}); !st) return std::move(st).error();
-    created = true;
+  // Create, not read-then-create: of processes starting together on a fresh store exactly one
+  // creates the tenant (and prints its key); the others find it exists, which is fine.
+  bool created = true;
+  if (auto st = store.create_tenant(Tenant{tenant, rt.clock.now(), {}, 0, 0}); !st) {
+    if (st.error().code != ErrorCode::kAlreadyExists) return std::move(st).error();
+    created = false;
   }
   const std::string configured = rt.config.str("auth.default_key");
   if (!configured.empty()) {
-    if (auto st = store.add_api_key(tenant, sha256_hex(configured)); !st) return std::move(st).error();
+    const ApiKey record = api::api_key_record(rt.node->ids(), tenant, configured, "auth.default_key", rt.clock.now());
+    if (auto st = store.add_api_key(record, sha256_hex(configured)); !st) return std::move(st).error();
     return std::string();
   }
   if (!created) return std::string();
-  return api::create_api_key(store, rt.node->ids(), tenant);
+  auto key = api::create_api_key(store, rt.node->ids(), tenant, "default", rt.clock.now());
+  if (!key) return std::move(key).error();
+  return key->secret;
 }
 
 }  // namespace deeplens::app

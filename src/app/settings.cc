@@ -21,6 +21,8 @@ const std::array kKeys = {
     ConfigKeySpec{"server.max_body_bytes", kInt, "67108864", "largest request body (uploads are streamed to disk)"},
     ConfigKeySpec{"server.header_timeout_s", kInt, "10", "seconds to receive request headers"},
     ConfigKeySpec{"server.body_timeout_s", kInt, "120", "seconds to receive a request body"},
+    ConfigKeySpec{"server.max_connections", kInt, "4096", "open connections at once; past it new ones are closed at accept"},
+    ConfigKeySpec{"server.max_connections_per_client", kInt, "256", "open connections at once from one client address"},
     ConfigKeySpec{"upload.max_bytes", kInt, "52428800", "largest image file accepted"},
     ConfigKeySpec{"upload.max_pixels", kInt, "100000000", "largest width*height accepted (decompression bombs are refused from the header)"},
     ConfigKeySpec{"upload.max_edge", kInt, "30000", "longest image side accepted, in pixels"},
@@ -29,6 +31,10 @@ const std::array kKeys = {
     ConfigKeySpec{"pipeline.extract_workers", kInt, "1", "extraction consumer threads"},
     ConfigKeySpec{"pipeline.extract_batch", kInt, "8", "images per batched model forward"},
     ConfigKeySpec{"pipeline.index_workers", kInt, "1", "indexing consumer threads"},
+    ConfigKeySpec{"limits.max_images", kInt, "0", "default per-tenant limit of images stored (0 = unlimited; `tenants update --max-images`)"},
+    ConfigKeySpec{"limits.max_bytes", kInt, "0", "default per-tenant limit of original-image bytes stored (0 = unlimited)"},
+    ConfigKeySpec{"limits.upload_rate", kDouble, "0", "default per-tenant uploads per second (token bucket; 0 = unlimited)"},
+    ConfigKeySpec{"limits.search_rate", kDouble, "0", "default per-tenant searches per second (0 = unlimited)"},
     ConfigKeySpec{"auth.default_tenant", kString, "default", "tenant created on first start"},
     ConfigKeySpec{"auth.default_key", kString, "", "API key for the default tenant (else one is generated and printed once)"},
     ConfigKeySpec{"log.level", kString, "info", "debug, info, warn or error"},
@@ -50,6 +56,7 @@ Result<Config> load_config(const GlobalFlags& flags) {
   sources.environment = Config::process_environment();
   sources.environment.erase("DEEPLENS_CONFIG");
   sources.overrides = flags.overrides;
+  if (!flags.data_dir.empty()) sources.overrides.insert(sources.overrides.begin(), "data_dir=" + flags.data_dir);
   sources.section_names = config_sections();
   sources.passthrough_prefixes = {"kafka."};
   return Config::load(config_keys(), sources);

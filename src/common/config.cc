@@ -1,5 +1,7 @@
 #include "common/config.h"
 
+#include <regex>
+
 #include <algorithm>
 #include <cctype>
 #include <charconv>
@@ -124,6 +126,33 @@ Error key_error(const std::string& key, const std::string& origin, const std::st
 }
 
 }  // namespace
+
+namespace {
+bool names_secret(std::string_view key) {
+  std::string k(key);
+  for (auto& c : k) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const char* word : {"key", "password", "secret", "token", "credential"}) {
+    const std::string w = word;
+    if (k.size() >= w.size() && k.compare(k.size() - w.size(), w.size(), w) == 0) return true;
+    if (k.find(w + "_") != std::string::npos || k.find(w + ".") != std::string::npos) return true;
+  }
+  return false;
+}
+}  // namespace
+
+std::string redact_secrets(std::string_view text) {
+  static const std::regex kUrlPassword(R"(([a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*):[^@/\s]*@)");
+  static const std::regex kPairs(R"(((?:AccountKey|SharedAccessSignature|password|sig|api[-_]?key)=)[^;&\s]+)",
+                                 std::regex::icase);
+  std::string out = std::regex_replace(std::string(text), kUrlPassword, "$1:<redacted>@");
+  return std::regex_replace(out, kPairs, "$1<redacted>");
+}
+
+std::string redact_config_value(std::string_view key, std::string_view value) {
+  if (value.empty()) return std::string();
+  if (names_secret(key)) return "<redacted>";
+  return redact_secrets(value);
+}
 
 std::string Config::env_name(const std::string& key) {
   std::string out = "DEEPLENS_";

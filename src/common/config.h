@@ -24,6 +24,14 @@ namespace deeplens {
 
 enum class ConfigType { kString, kInt, kBool, kDouble, kList };
 
+// What people see of a setting (`deeplens config`, logs, error messages) with its secrets hidden:
+// a key that names a secret (…key, …password, …secret, …token, …credentials) shows "<redacted>"
+// unless empty; any other value goes through redact_secrets.
+std::string redact_config_value(std::string_view key, std::string_view value);
+// text with URL passwords ("postgresql://app:<redacted>@db/x") and secret-looking key=value pairs
+// of connection strings (AccountKey=, SharedAccessSignature=, password=, sig=) hidden.
+std::string redact_secrets(std::string_view text);
+
 struct ConfigKeySpec {
   std::string key;
   ConfigType type;

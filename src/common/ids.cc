@@ -1,16 +1,34 @@
 #include "common/ids.h"
 
+#include <openssl/rand.h>
+
+#include <cstdio>
+#include <cstdlib>
+
 namespace deeplens {
 
-SystemRandom::SystemRandom() {
-  std::random_device rd;
-  std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-  engine_.seed(seq);
+uint64_t SystemRandom::next_u64() {
+  uint64_t value = 0;
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(&value), sizeof value) != 1) {
+    std::fputs("fatal: the system random generator failed (RAND_bytes)\n", stderr);
+    std::abort();
+  }
+  return value;
 }
 
-uint64_t SystemRandom::next_u64() {
-  std::lock_guard lock(mu_);
-  return engine_();
+std::string IdGenerator::hex(size_t n) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(2 * n);
+  uint64_t word = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 8 == 0) word = random_.next_u64();
+    const unsigned byte = static_cast<unsigned>(word & 0xff);
+    word >>= 8;
+    out += kHex[byte >> 4];
+    out += kHex[byte & 0xf];
+  }
+  return out;
 }
 
 std::string IdGenerator::uuid_v4() {

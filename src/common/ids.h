@@ -18,15 +18,12 @@ class RandomSource {
   virtual uint64_t next_u64() = 0;
 };
 
-// Seeded once from std::random_device; a mutex makes it safe to share.
+// The operating system's CSPRNG through OpenSSL's RAND_bytes: API keys, ids and secrets must not
+// be predictable from earlier outputs (a seeded Mersenne Twister is). Thread-safe; aborts if the
+// generator fails (it only does when the kernel cannot seed it, a start-up failure).
 class SystemRandom final : public RandomSource {
  public:
-  SystemRandom();
   uint64_t next_u64() override;
-
- private:
-  std::mutex mu_;
-  std::mt19937_64 engine_;
 };
 
 // Deterministic sequence for tests.
@@ -47,6 +44,8 @@ class IdGenerator {
  public:
   explicit IdGenerator(RandomSource& random) : random_(random) {}
   std::string uuid_v4();
+  // n random bytes as lower-case hex (2n characters).
+  std::string hex(size_t n);
   std::string image_id() { return "img_" + uuid_v4(); }
   std::string event_id() { return "evt_" + uuid_v4(); }
 

@@ -21,4 +21,7 @@ class Sha256 {
 
 std::string sha256_hex(std::string_view bytes);
 
+// a == b in time that depends only on the lengths (CRYPTO_memcmp), for secrets and their digests.
+bool constant_time_equal(std::string_view a, std::string_view b);
+
 }  // namespace deeplens

@@ -87,7 +87,8 @@ Result<CreateImageOutcome> accept_upload(PipelineContext& ctx, UploadRequest req
                                           event.processing_options.generate_thumbnail =
                                               request.options.generate_thumbnail.value_or(true);
                                           return to_outbox(event);
-                                        });
+                                        },
+                                        request.quota);
   if (!outcome || outcome->kind != CreateImageOutcome::Kind::kCreated) {
     if (auto st = ctx.blobs.remove(image.storage_path); !st)
       log_warn("upload.cleanup_failed", {{"imageId", image.image_id}, {"error", st.error().to_string()}});

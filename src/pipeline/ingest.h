@@ -26,6 +26,7 @@ struct UploadRequest {
   std::string sha256;           // hex of the bytes
   ImageInfo info;               // probed from content
   std::unique_ptr<BlobWriter> blob;
+  StorageQuota quota;           // the tenant's limits, enforced in the insert's transaction
 };
 
 Result<CreateImageOutcome> accept_upload(PipelineContext& ctx, UploadRequest request);

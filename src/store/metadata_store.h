@@ -41,10 +41,43 @@ struct OutboxRow {
   OutboxMessage message;
 };
 
+// Per-tenant limits; an absent value means "the configured default" (limits.* in the config).
+struct TenantLimits {
+  std::optional<int64_t> max_images;   // images stored at once
+  std::optional<int64_t> max_bytes;    // bytes of original images stored at once
+  std::optional<double> upload_rate;   // uploads per second (token bucket, burst = max(1, rate))
+  std::optional<double> search_rate;   // searches per second
+};
+
 struct Tenant {
   std::string id;  // slug, e.g. "acme-corp"
   Timestamp created_at;
+  TenantLimits limits;
+  // Usage, kept by create_image / delete_image in their own transactions.
+  int64_t image_count = 0;
+  int64_t bytes_stored = 0;
 };
+
+// An API key's public record. The key itself is never stored: only its SHA-256 (hex).
+struct ApiKey {
+  std::string id;         // public id "key_<16 hex>": listed, and named to revoke the key
+  std::string tenant_id;
+  std::string name;       // the operator's label
+  std::string prefix;     // the key's first characters ("dlk_1a2b3c4d"), to recognise it
+  Timestamp created_at;
+  std::optional<Timestamp> expires_at;
+  std::optional<Timestamp> revoked_at;
+  std::optional<Timestamp> last_used_at;  // updated at most about once a minute
+  // Neither revoked nor expired at `now`.
+  bool usable(Timestamp now) const { return !revoked_at && (!expires_at || now < *expires_at); }
+};
+
+// The limits create_image enforces inside its transaction; 0 = unlimited.
+struct StorageQuota {
+  int64_t max_images = 0;
+  int64_t max_bytes = 0;
+};
+
 
 enum class ImageStatus { kUploaded, kProcessing, kCompleted, kFailed };
 const char* image_status_name(ImageStatus s);
@@ -124,6 +157,18 @@ struct CreateImageOutcome {
   enum class Kind { kCreated, kIdempotentReplay, kDuplicate } kind = Kind::kCreated;
 };
 
+// kResourceExhausted (reason quota_images / quota_bytes, with the limit) when storing image on top
+// of a tenant's usage would cross the quota. Shared by the store implementations.
+Status check_quota(const ImageRecord& image, const StorageQuota& quota, int64_t image_count, int64_t bytes_stored);
+
+// A token bucket's state: take() refills at `rate` tokens/s up to `burst`, then takes one token.
+// Returns 0 when a token was taken, else the seconds until one will be. Not thread-safe.
+struct RateBucket {
+  double tokens = 0;
+  int64_t updated_ms = 0;
+  double take(double rate, double burst, int64_t now_ms);
+};
+
 // Operations available inside one transaction. Valid only during the transact() callback.
 class MetadataTx {
  public:
@@ -159,24 +204,43 @@ class MetadataStore {
   virtual Status transact(const std::function<Status(MetadataTx&)>& fn) = 0;
 
   // --- tenants and API keys (keys are stored as SHA-256 hex, never in clear)
-  virtual Status create_tenant(const Tenant& tenant) = 0;  // kAlreadyExists if present
-  virtual Result<Tenant> get_tenant(const std::string& id) = 0;
+  // kAlreadyExists if present (atomic: of two concurrent creators exactly one succeeds).
+  virtual Status create_tenant(const Tenant& tenant) = 0;
+  virtual Result<Tenant> get_tenant(const std::string& id) = 0;  // with limits and usage
   virtual Result<std::vector<Tenant>> list_tenants() = 0;
-  virtual Status add_api_key(const std::string& tenant_id, const std::string& key_sha256) = 0;
-  virtual Result<std::string> tenant_for_key(const std::string& key_sha256) = 0;  // kNotFound
+  // Replaces the tenant's limits (absent = the default); kNotFound for an unknown tenant.
+  virtual Status set_tenant_limits(const std::string& id, const TenantLimits& limits) = 0;
+  // Adds a key (key.id, tenant_id, name, prefix, created_at, expires_at are stored). Adding a hash
+  // that is already stored changes nothing (a configured key is re-added at every start).
+  virtual Status add_api_key(const ApiKey& key, const std::string& key_sha256) = 0;
+  // The key stored under this hash, revoked and expired ones included; kNotFound if none.
+  virtual Result<ApiKey> find_api_key(const std::string& key_sha256) = 0;
+  virtual Result<std::vector<ApiKey>> list_api_keys(const std::string& tenant_id) = 0;  // by created_at
+  // Marks the key revoked (idempotent: the first time is kept); kNotFound if the tenant has no such key.
+  virtual Status revoke_api_key(const std::string& tenant_id, const std::string& key_id, Timestamp at) = 0;
+  virtual Status touch_api_key(const std::string& key_id, Timestamp at) = 0;  // last_used_at
+
+  // --- rate limits
+  // Takes one token from the named bucket (rate tokens/s, at most burst stored; a new bucket starts
+  // full). Returns 0 when a token was taken, else the seconds until one will be available. Shared by
+  // every process using this store where the backend is shared by processes (PostgreSQL); the
+  // SQLite store keeps buckets in memory (one HTTP process per SQLite file).
+  virtual Result<double> take_rate_token(const std::string& bucket, double rate, double burst, Timestamp now) = 0;
 
   // --- images
   // One transaction: returns the existing image for a repeated idempotency key or (unless
-  // skip_duplicate_check) an identical file (same sha256) in the tenant; else inserts the image
-  // and enqueues its ImageUploadedEvent (built by make_event for the final image id).
+  // skip_duplicate_check) an identical file (same sha256) in the tenant; else checks the quota,
+  // inserts the image, adds it to the tenant's usage and enqueues its ImageUploadedEvent (built by
+  // make_event for the final image id). Over quota: kResourceExhausted with context reason
+  // "quota_images" or "quota_bytes" and "limit", and nothing is written.
   virtual Result<CreateImageOutcome> create_image(
       const ImageRecord& image, bool skip_duplicate_check,
-      const std::function<OutboxMessage(const ImageRecord&)>& make_event) = 0;
+      const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota = {}) = 0;
   virtual Result<ImageRecord> get_image(const std::string& tenant_id, const std::string& image_id) = 0;
   virtual Result<std::vector<StepRecord>> get_steps(const std::string& image_id) = 0;
   virtual Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
                                         int limit, const std::string& cursor) = 0;
-  // Deletes the image's rows (steps included); kNotFound if absent.
+  // Deletes the image's rows (steps included) and takes it off the tenant's usage; kNotFound if absent.
   virtual Status delete_image(const std::string& tenant_id, const std::string& image_id) = 0;
   virtual Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() = 0;
   // Mean duration of the last `window` completed steps of this kind (ms), for time estimates.

@@ -1,8 +1,8 @@
 // VectorIndex: the vectors of one collection (one tenant and one model), searchable by cosine
 // similarity. VectorStore: the set of collections, created on first use.
 //
-// Collections are named collection_name(tenant, model) = "tenant_<slug>_<model>_vectors" where the
-// slug keeps only [a-z0-9] of the tenant id ("acme-corp" -> "acmecorp", as in the spec).
+// Collections are named collection_name(tenant, model) = "tenant_<slug>_<model>_vectors", one per
+// (tenant, model) pair: the name is injective (see collection_name below).
 //
 // Durability contract: once upsert() or remove() returns OK the change survives a crash (kill -9)
 // of the process; on open, every acknowledged change is searchable again.
@@ -73,10 +73,15 @@ class VectorStore {
   virtual Status checkpoint() = 0;
 };
 
-// "tenant_<slug>_<model>_vectors": slug = tenant_id lower-cased keeping only [a-z0-9]
-// ("acme-corp" -> "acmecorp"); the model name is lower-cased with every character outside
-// [a-z0-9_] replaced by '_' ("MobileNet-v2.1" -> "mobilenet_v2_1"). Distinct tenants that differ
-// only in punctuation share a collection, as in the spec; callers validate tenant ids upstream.
+// "tenant_<tenant>_<model>_vectors" with both kept as they are: "acmecorp" + "resnet50" ->
+// "tenant_acmecorp_resnet50_vectors" (the spec's name); "acme-corp" -> "tenant_acme-corp_..." (the
+// spec drops the '-', which made acme-corp and acmecorp share a collection). Injective: tenant
+// slugs hold no '_', so the tenant ends at the first '_'; a character outside [a-z0-9-] (tenant) or
+// [a-z0-9_-] (model) — never in a validated name — is escaped as "~XX" (hex).
 std::string collection_name(std::string_view tenant_id, std::string_view model_name);
+
+// The name before collection names became injective ('-' dropped from the tenant, every character
+// outside [a-z0-9_] of the model replaced by '_'); start-up migrates such collections.
+std::string legacy_collection_name(std::string_view tenant_id, std::string_view model_name);
 
 }  // namespace deeplens

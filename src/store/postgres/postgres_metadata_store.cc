@@ -10,6 +10,8 @@
 #include <set>
 #include <thread>
 
+#include "common/sha256.h"
+
 namespace deeplens {
 namespace {
 
@@ -37,6 +39,9 @@ std::vector<std::string> split_models(const std::string& text) {
 const char* opt(const std::string& s) { return s.empty() ? nullptr : s.c_str(); }
 std::string opt_ms(const std::optional<Timestamp>& t) { return t ? std::to_string(to_ms(*t)) : std::string(); }
 std::string opt_int(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : std::string(); }
+std::optional<int64_t> opt_ms_value(const std::optional<Timestamp>& t) {
+  return t ? std::optional<int64_t>(to_ms(*t)) : std::nullopt;
+}
 
 std::string text(const pqxx::field& f) { return f.is_null() ? std::string() : std::string(f.c_str(), f.size()); }
 int64_t int64(const pqxx::field& f) { return f.is_null() ? 0 : f.as<int64_t>(); }
@@ -146,6 +151,35 @@ const Migration kMigrations[] = {
     {1, kMigration1},
     // Several relays (api and worker processes) share one outbox: each claims rows for a lease.
     {2, "ALTER TABLE outbox ADD COLUMN claimed_until BIGINT;"},
+    // Per-tenant limits and usage; API keys with ids, names, expiry and revocation; token buckets
+    // shared by every process on this database.
+    {3, R"sql(
+ALTER TABLE tenants
+  ADD COLUMN max_images BIGINT,
+  ADD COLUMN max_bytes BIGINT,
+  ADD COLUMN upload_rate DOUBLE PRECISION,
+  ADD COLUMN search_rate DOUBLE PRECISION,
+  ADD COLUMN image_count BIGINT NOT NULL DEFAULT 0,
+  ADD COLUMN bytes_stored BIGINT NOT NULL DEFAULT 0;
+UPDATE tenants SET
+  image_count = (SELECT COUNT(*) FROM images WHERE images.tenant_id = tenants.id),
+  bytes_stored = (SELECT COALESCE(SUM(file_size), 0) FROM images WHERE images.tenant_id = tenants.id);
+ALTER TABLE api_keys
+  ADD COLUMN id TEXT COLLATE "C",
+  ADD COLUMN name TEXT NOT NULL DEFAULT '',
+  ADD COLUMN prefix TEXT NOT NULL DEFAULT '',
+  ADD COLUMN expires_at BIGINT,
+  ADD COLUMN revoked_at BIGINT,
+  ADD COLUMN last_used_at BIGINT;
+UPDATE api_keys SET id = 'key_' || substr(key_sha256, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys(id);
+CREATE INDEX api_keys_tenant ON api_keys(tenant_id, created_at);
+CREATE TABLE rate_buckets (
+  bucket TEXT COLLATE "C" PRIMARY KEY,
+  tokens DOUBLE PRECISION NOT NULL,
+  updated_ms BIGINT NOT NULL
+);
+)sql"},
 };
 
 // How long a relay owns the outbox rows it took; a relay that died releases them by expiry.
@@ -231,6 +265,37 @@ DeadLetter read_dead_letter(const pqxx::row& r) {
 
 Error not_found(const std::string& what, const std::string& id) {
   return Error(ErrorCode::kNotFound, what + " not found").with("id", id);
+}
+
+constexpr const char* kTenantColumns =
+    "id, created_at, max_images, max_bytes, upload_rate, search_rate, image_count, bytes_stored";
+
+Tenant read_tenant(const pqxx::row& r) {
+  Tenant t;
+  t.id = text(r[0]);
+  t.created_at = from_ms(int64(r[1]));
+  if (!r[2].is_null()) t.limits.max_images = int64(r[2]);
+  if (!r[3].is_null()) t.limits.max_bytes = int64(r[3]);
+  if (!r[4].is_null()) t.limits.upload_rate = r[4].as<double>();
+  if (!r[5].is_null()) t.limits.search_rate = r[5].as<double>();
+  t.image_count = int64(r[6]);
+  t.bytes_stored = int64(r[7]);
+  return t;
+}
+
+constexpr const char* kApiKeyColumns = "id, tenant_id, name, prefix, created_at, expires_at, revoked_at, last_used_at";
+
+ApiKey read_api_key(const pqxx::row& r) {
+  ApiKey k;
+  k.id = text(r[0]);
+  k.tenant_id = text(r[1]);
+  k.name = text(r[2]);
+  k.prefix = text(r[3]);
+  k.created_at = from_ms(int64(r[4]));
+  if (!r[5].is_null()) k.expires_at = from_ms(int64(r[5]));
+  if (!r[6].is_null()) k.revoked_at = from_ms(int64(r[6]));
+  if (!r[7].is_null()) k.last_used_at = from_ms(int64(r[7]));
+  return k;
 }
 
 // --- errors: every pqxx exception becomes an Error at this boundary.
@@ -662,8 +727,11 @@ Status PostgresMetadataStore::transact(const std::function<Status(MetadataTx&)>&
 
 Status PostgresMetadataStore::create_tenant(const Tenant& t) {
   return impl_->run([&](pqxx::work& w) -> Status {
-    auto r = w.exec_params("INSERT INTO tenants (id, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING", t.id,
-                           to_ms(t.created_at));
+    const TenantLimits& l = t.limits;
+    auto r = w.exec_params(
+        "INSERT INTO tenants (id, created_at, max_images, max_bytes, upload_rate, search_rate)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        t.id, to_ms(t.created_at), l.max_images, l.max_bytes, l.upload_rate, l.search_rate);
     if (r.affected_rows() == 0) return Error(ErrorCode::kAlreadyExists, "tenant already exists").with("tenant", t.id);
     return {};
   });
@@ -672,9 +740,9 @@ Status PostgresMetadataStore::create_tenant(const Tenant& t) {
 Result<Tenant> PostgresMetadataStore::get_tenant(const std::string& id) {
   Tenant t;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
-    auto r = w.exec_params("SELECT id, created_at FROM tenants WHERE id = $1", id);
+    auto r = w.exec_params(std::string("SELECT ") + kTenantColumns + " FROM tenants WHERE id = $1", id);
     if (r.empty()) return not_found("tenant", id);
-    t = Tenant{text(r[0][0]), from_ms(int64(r[0][1]))};
+    t = read_tenant(r[0]);
     return {};
   });
   if (!st) return std::move(st).error();
@@ -685,40 +753,109 @@ Result<std::vector<Tenant>> PostgresMetadataStore::list_tenants() {
   std::vector<Tenant> out;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
     out.clear();
-    for (const auto& row : w.exec("SELECT id, created_at FROM tenants ORDER BY id"))
-      out.push_back(Tenant{text(row[0]), from_ms(int64(row[1]))});
+    for (const auto& row : w.exec(std::string("SELECT ") + kTenantColumns + " FROM tenants ORDER BY id"))
+      out.push_back(read_tenant(row));
     return {};
   });
   if (!st) return std::move(st).error();
   return out;
 }
 
-Status PostgresMetadataStore::add_api_key(const std::string& tenant_id, const std::string& key_sha256) {
+Status PostgresMetadataStore::set_tenant_limits(const std::string& id, const TenantLimits& l) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(
+        "UPDATE tenants SET max_images = $1, max_bytes = $2, upload_rate = $3, search_rate = $4 WHERE id = $5",
+        l.max_images, l.max_bytes, l.upload_rate, l.search_rate, id);
+    if (r.affected_rows() == 0) return not_found("tenant", id);
+    return {};
+  });
+}
+
+Status PostgresMetadataStore::add_api_key(const ApiKey& key, const std::string& key_sha256) {
   auto st = impl_->run([&](pqxx::work& w) -> Status {
-    w.exec_params("INSERT INTO api_keys (key_sha256, tenant_id, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                  key_sha256, tenant_id, to_ms(impl_->clock.now()));
+    // No conflict target: a stored hash (or id) leaves the stored key as it is, as INSERT OR IGNORE
+    // does on SQLite.
+    w.exec_params(
+        "INSERT INTO api_keys (key_sha256, tenant_id, created_at, id, name, prefix, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        key_sha256, key.tenant_id, to_ms(key.created_at), key.id, key.name, key.prefix,
+        opt_ms_value(key.expires_at));
     return {};
   });
   if (!st && st.error().code == ErrorCode::kNotFound)
-    return Error(ErrorCode::kNotFound, "tenant not found; create it before adding keys").with("tenant", tenant_id);
+    return Error(ErrorCode::kNotFound, "tenant not found; create it before adding keys").with("tenant", key.tenant_id);
   return st;
 }
 
-Result<std::string> PostgresMetadataStore::tenant_for_key(const std::string& key_sha256) {
-  std::string tenant;
+Result<ApiKey> PostgresMetadataStore::find_api_key(const std::string& key_sha256) {
+  ApiKey key;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
-    auto r = w.exec_params("SELECT tenant_id FROM api_keys WHERE key_sha256 = $1", key_sha256);
-    if (r.empty()) return Error(ErrorCode::kNotFound, "unknown API key");
-    tenant = text(r[0][0]);
+    auto r = w.exec_params(std::string("SELECT ") + kApiKeyColumns + ", key_sha256 FROM api_keys WHERE key_sha256 = $1",
+                           key_sha256);
+    // The lookup is by hash; comparing the hashes again in constant time costs nothing.
+    if (r.empty() || !constant_time_equal(text(r[0][8]), key_sha256))
+      return Error(ErrorCode::kNotFound, "unknown API key");
+    key = read_api_key(r[0]);
     return {};
   });
   if (!st) return std::move(st).error();
-  return tenant;
+  return key;
+}
+
+Result<std::vector<ApiKey>> PostgresMetadataStore::list_api_keys(const std::string& tenant_id) {
+  std::vector<ApiKey> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    for (const auto& row : w.exec_params(std::string("SELECT ") + kApiKeyColumns +
+                                             " FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id",
+                                         tenant_id))
+      out.push_back(read_api_key(row));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::revoke_api_key(const std::string& tenant_id, const std::string& key_id, Timestamp at) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) WHERE tenant_id = $2 AND id = $3",
+                           to_ms(at), tenant_id, key_id);
+    if (r.affected_rows() == 0) return not_found("API key", key_id);
+    return {};
+  });
+}
+
+Status PostgresMetadataStore::touch_api_key(const std::string& key_id, Timestamp at) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    w.exec_params("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $1)",
+                  to_ms(at), key_id);
+    return {};
+  });
+}
+
+Result<double> PostgresMetadataStore::take_rate_token(const std::string& bucket, double rate, double burst,
+                                                      Timestamp now) {
+  double wait = 0;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    const int64_t now_ms = to_ms(now);
+    // A new bucket starts full; concurrent first takers wait on the insert and then find the row.
+    w.exec_params("INSERT INTO rate_buckets (bucket, tokens, updated_ms) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                  bucket, burst, now_ms);
+    auto r = w.exec_params("SELECT tokens, updated_ms FROM rate_buckets WHERE bucket = $1 FOR UPDATE", bucket);
+    if (r.empty()) return Error(ErrorCode::kInternal, "rate bucket vanished while taking a token").with("bucket", bucket);
+    RateBucket b{r[0][0].as<double>(), int64(r[0][1])};
+    wait = b.take(rate, burst, now_ms);
+    w.exec_params("UPDATE rate_buckets SET tokens = $1, updated_ms = $2 WHERE bucket = $3", b.tokens, b.updated_ms,
+                  bucket);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return wait;
 }
 
 Result<CreateImageOutcome> PostgresMetadataStore::create_image(
     const ImageRecord& image, bool skip_duplicate_check,
-    const std::function<OutboxMessage(const ImageRecord&)>& make_event) {
+    const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota) {
   CreateImageOutcome out;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
     out = CreateImageOutcome{};
@@ -740,6 +877,15 @@ Result<CreateImageOutcome> PostgresMetadataStore::create_image(
     if (!skip_duplicate_check && find_one("tenant_id = $1 AND sha256 = $2", image.tenant_id, image.sha256)) {
       out.kind = CreateImageOutcome::Kind::kDuplicate;
       return {};
+    }
+    // The tenant's row lock makes the quota check and the increment one step for concurrent
+    // uploads. Images of a tenant that has no row (never created) have no usage to keep.
+    auto usage = w.exec_params("SELECT image_count, bytes_stored FROM tenants WHERE id = $1 FOR UPDATE", image.tenant_id);
+    if (!usage.empty()) {
+      // An error return rolls the transaction back: nothing is written.
+      if (auto st = check_quota(image, quota, int64(usage[0][0]), int64(usage[0][1])); !st) return st;
+      w.exec_params("UPDATE tenants SET image_count = image_count + 1, bytes_stored = bytes_stored + $1 WHERE id = $2",
+                    image.file_size, image.tenant_id);
     }
     w.exec_params(
         "INSERT INTO images (image_id, tenant_id, file_name, storage_path, file_size, content_type,"
@@ -829,8 +975,11 @@ Result<ImagePage> PostgresMetadataStore::list_images(const std::string& tenant_i
 
 Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
   return impl_->run([&](pqxx::work& w) -> Status {
-    auto r = w.exec_params("DELETE FROM images WHERE image_id = $1 AND tenant_id = $2", image_id, tenant_id);
-    if (r.affected_rows() == 0) return not_found("image", image_id);
+    auto r = w.exec_params("DELETE FROM images WHERE image_id = $1 AND tenant_id = $2 RETURNING file_size", image_id,
+                           tenant_id);
+    if (r.empty()) return not_found("image", image_id);
+    w.exec_params("UPDATE tenants SET image_count = image_count - 1, bytes_stored = bytes_stored - $1 WHERE id = $2",
+                  int64(r[0][0]), tenant_id);
     w.exec_params("DELETE FROM steps WHERE image_id = $1", image_id);
     return {};
   });

@@ -16,7 +16,9 @@
 //   - is_processed() takes a transaction-scoped advisory lock on (group, eventId), so two workers
 //     handling the same redelivered event run one after the other and the second sees the marker;
 //   - create_image() takes advisory locks on (tenant, idempotency key) and (tenant, sha256), so
-//     concurrent identical uploads yield one image, as on SQLite;
+//     concurrent identical uploads yield one image, as on SQLite, and then locks the tenant's row
+//     (FOR UPDATE) so the quota check and the usage increment are one step for concurrent uploads;
+//   - take_rate_token() locks the bucket's row, so processes sharing the database share the bucket;
 //   - release_due_retries() claims rows with FOR UPDATE SKIP LOCKED (several retry stages may run).
 // transact() re-runs its callback on serialization failure or deadlock (up to max_attempts) and once
 // more on a fresh connection when a pooled connection was found broken before commit; a callback must
@@ -71,11 +73,18 @@ class PostgresMetadataStore final : public MetadataStore {
   Status create_tenant(const Tenant& tenant) override;
   Result<Tenant> get_tenant(const std::string& id) override;
   Result<std::vector<Tenant>> list_tenants() override;
-  Status add_api_key(const std::string& tenant_id, const std::string& key_sha256) override;
-  Result<std::string> tenant_for_key(const std::string& key_sha256) override;
+  Status set_tenant_limits(const std::string& id, const TenantLimits& limits) override;
+  Status add_api_key(const ApiKey& key, const std::string& key_sha256) override;
+  Result<ApiKey> find_api_key(const std::string& key_sha256) override;
+  Result<std::vector<ApiKey>> list_api_keys(const std::string& tenant_id) override;
+  Status revoke_api_key(const std::string& tenant_id, const std::string& key_id, Timestamp at) override;
+  Status touch_api_key(const std::string& key_id, Timestamp at) override;
+  // In the rate_buckets table, one row per bucket locked for the update: every process sharing
+  // the database draws from the same bucket.
+  Result<double> take_rate_token(const std::string& bucket, double rate, double burst, Timestamp now) override;
   Result<CreateImageOutcome> create_image(
       const ImageRecord& image, bool skip_duplicate_check,
-      const std::function<OutboxMessage(const ImageRecord&)>& make_event) override;
+      const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota) override;
   Result<ImageRecord> get_image(const std::string& tenant_id, const std::string& image_id) override;
   Result<std::vector<StepRecord>> get_steps(const std::string& image_id) override;
   Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,

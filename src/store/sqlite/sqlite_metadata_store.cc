@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/sha256.h"
+
 namespace deeplens {
 namespace {
 
@@ -122,6 +124,27 @@ CREATE INDEX processed_events_age ON processed_events(processed_at);
 )sql"},
       // Several relays (api and worker processes) share one outbox: each claims rows for a lease.
       {2, "ALTER TABLE outbox ADD COLUMN claimed_until INTEGER;"},
+      // Per-tenant limits and usage; API keys with ids, names, expiry and revocation.
+      {3, R"sql(
+ALTER TABLE tenants ADD COLUMN max_images INTEGER;
+ALTER TABLE tenants ADD COLUMN max_bytes INTEGER;
+ALTER TABLE tenants ADD COLUMN upload_rate REAL;
+ALTER TABLE tenants ADD COLUMN search_rate REAL;
+ALTER TABLE tenants ADD COLUMN image_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tenants ADD COLUMN bytes_stored INTEGER NOT NULL DEFAULT 0;
+UPDATE tenants SET
+  image_count = (SELECT COUNT(*) FROM images WHERE images.tenant_id = tenants.id),
+  bytes_stored = (SELECT COALESCE(SUM(file_size), 0) FROM images WHERE images.tenant_id = tenants.id);
+ALTER TABLE api_keys ADD COLUMN id TEXT;
+ALTER TABLE api_keys ADD COLUMN name TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT '';
+ALTER TABLE api_keys ADD COLUMN expires_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN revoked_at INTEGER;
+ALTER TABLE api_keys ADD COLUMN last_used_at INTEGER;
+UPDATE api_keys SET id = 'key_' || substr(key_sha256, 1, 16) WHERE id IS NULL;
+CREATE UNIQUE INDEX api_keys_id ON api_keys(id);
+CREATE INDEX api_keys_tenant ON api_keys(tenant_id, created_at);
+)sql"},
   };
   return kMigrations;
 }
@@ -202,6 +225,44 @@ constexpr const char* kDeadLetterColumns =
 
 Error not_found(const std::string& what, const std::string& id) {
   return Error(ErrorCode::kNotFound, what + " not found").with("id", id);
+}
+
+constexpr const char* kTenantColumns =
+    "id, created_at, max_images, max_bytes, upload_rate, search_rate, image_count, bytes_stored";
+
+Tenant read_tenant(const SqliteStatement& s) {
+  Tenant t;
+  t.id = s.text(0);
+  t.created_at = from_ms(s.int64(1));
+  if (!s.is_null(2)) t.limits.max_images = s.int64(2);
+  if (!s.is_null(3)) t.limits.max_bytes = s.int64(3);
+  if (!s.is_null(4)) t.limits.upload_rate = s.real(4);
+  if (!s.is_null(5)) t.limits.search_rate = s.real(5);
+  t.image_count = s.int64(6);
+  t.bytes_stored = s.int64(7);
+  return t;
+}
+
+void bind_limits(SqliteStatement& s, int first, const TenantLimits& l) {
+  l.max_images ? s.bind(first, *l.max_images) : s.bind_null(first);
+  l.max_bytes ? s.bind(first + 1, *l.max_bytes) : s.bind_null(first + 1);
+  l.upload_rate ? s.bind(first + 2, *l.upload_rate) : s.bind_null(first + 2);
+  l.search_rate ? s.bind(first + 3, *l.search_rate) : s.bind_null(first + 3);
+}
+
+constexpr const char* kApiKeyColumns = "id, tenant_id, name, prefix, created_at, expires_at, revoked_at, last_used_at";
+
+ApiKey read_api_key(const SqliteStatement& s) {
+  ApiKey k;
+  k.id = s.text(0);
+  k.tenant_id = s.text(1);
+  k.name = s.text(2);
+  k.prefix = s.text(3);
+  k.created_at = from_ms(s.int64(4));
+  if (!s.is_null(5)) k.expires_at = from_ms(s.int64(5));
+  if (!s.is_null(6)) k.revoked_at = from_ms(s.int64(6));
+  if (!s.is_null(7)) k.last_used_at = from_ms(s.int64(7));
+  return k;
 }
 
 // Shared by the transaction object and the store's own one-shot writes.
@@ -347,9 +408,11 @@ Status SqliteMetadataStore::transact(const std::function<Status(MetadataTx&)>& f
 
 Status SqliteMetadataStore::create_tenant(const Tenant& t) {
   return db_.write([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("INSERT INTO tenants (id, created_at) VALUES (?, ?)");
+    auto q = c.prepare(
+        "INSERT INTO tenants (id, created_at, max_images, max_bytes, upload_rate, search_rate) VALUES (?, ?, ?, ?, ?, ?)");
     if (!q) return std::move(q).error();
     (*q)->bind(1, t.id).bind(2, to_ms(t.created_at));
+    bind_limits(**q, 3, t.limits);
     auto st = (*q)->run();
     if (!st && st.error().code == ErrorCode::kAlreadyExists)
       return Error(ErrorCode::kAlreadyExists, "tenant already exists").with("tenant", t.id);
@@ -360,14 +423,13 @@ Status SqliteMetadataStore::create_tenant(const Tenant& t) {
 Result<Tenant> SqliteMetadataStore::get_tenant(const std::string& id) {
   Tenant t;
   auto st = db_.read([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT id, created_at FROM tenants WHERE id = ?");
+    auto q = c.prepare(std::string("SELECT ") + kTenantColumns + " FROM tenants WHERE id = ?");
     if (!q) return std::move(q).error();
     (*q)->bind(1, id);
     auto row = (*q)->step();
     if (!row) return std::move(row).error();
     if (!*row) return not_found("tenant", id);
-    t.id = (*q)->text(0);
-    t.created_at = from_ms((*q)->int64(1));
+    t = read_tenant(**q);
     return {};
   });
   if (!st) return std::move(st).error();
@@ -377,47 +439,108 @@ Result<Tenant> SqliteMetadataStore::get_tenant(const std::string& id) {
 Result<std::vector<Tenant>> SqliteMetadataStore::list_tenants() {
   std::vector<Tenant> out;
   auto st = db_.read([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT id, created_at FROM tenants ORDER BY id");
+    auto q = c.prepare(std::string("SELECT ") + kTenantColumns + " FROM tenants ORDER BY id");
     if (!q) return std::move(q).error();
     while (true) {
       auto row = (*q)->step();
       if (!row) return std::move(row).error();
       if (!*row) return {};
-      out.push_back(Tenant{(*q)->text(0), from_ms((*q)->int64(1))});
+      out.push_back(read_tenant(**q));
     }
   });
   if (!st) return std::move(st).error();
   return out;
 }
 
-Status SqliteMetadataStore::add_api_key(const std::string& tenant_id, const std::string& key_sha256) {
+Status SqliteMetadataStore::set_tenant_limits(const std::string& id, const TenantLimits& limits) {
   return db_.write([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("INSERT OR IGNORE INTO api_keys (key_sha256, tenant_id, created_at) VALUES (?, ?, ?)");
+    auto q = c.prepare("UPDATE tenants SET max_images = ?, max_bytes = ?, upload_rate = ?, search_rate = ? WHERE id = ?");
     if (!q) return std::move(q).error();
-    (*q)->bind(1, key_sha256).bind(2, tenant_id).bind(3, to_ms(clock_.now()));
+    bind_limits(**q, 1, limits);
+    (*q)->bind(5, id);
+    if (auto st = (*q)->run(); !st) return st;
+    if (c.changes() == 0) return not_found("tenant", id);
+    return {};
+  });
+}
+
+Status SqliteMetadataStore::add_api_key(const ApiKey& key, const std::string& key_sha256) {
+  return db_.write([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare(
+        "INSERT OR IGNORE INTO api_keys (key_sha256, tenant_id, created_at, id, name, prefix, expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, key_sha256).bind(2, key.tenant_id).bind(3, to_ms(key.created_at)).bind(4, key.id)
+        .bind(5, key.name).bind(6, key.prefix);
+    key.expires_at ? (*q)->bind(7, to_ms(*key.expires_at)) : (*q)->bind_null(7);
     return (*q)->run();
   });
 }
 
-Result<std::string> SqliteMetadataStore::tenant_for_key(const std::string& key_sha256) {
-  std::string tenant;
+Result<ApiKey> SqliteMetadataStore::find_api_key(const std::string& key_sha256) {
+  ApiKey key;
   auto st = db_.read([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT tenant_id FROM api_keys WHERE key_sha256 = ?");
+    auto q = c.prepare(std::string("SELECT ") + kApiKeyColumns + ", key_sha256 FROM api_keys WHERE key_sha256 = ?");
     if (!q) return std::move(q).error();
     (*q)->bind(1, key_sha256);
     auto row = (*q)->step();
     if (!row) return std::move(row).error();
-    if (!*row) return Error(ErrorCode::kNotFound, "unknown API key");
-    tenant = (*q)->text(0);
+    // The lookup is by hash; comparing the hashes again in constant time costs nothing.
+    if (!*row || !constant_time_equal((*q)->text(8), key_sha256)) return Error(ErrorCode::kNotFound, "unknown API key");
+    key = read_api_key(**q);
     return {};
   });
   if (!st) return std::move(st).error();
-  return tenant;
+  return key;
+}
+
+Result<std::vector<ApiKey>> SqliteMetadataStore::list_api_keys(const std::string& tenant_id) {
+  std::vector<ApiKey> out;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare(std::string("SELECT ") + kApiKeyColumns + " FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, tenant_id);
+    while (true) {
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) return {};
+      out.push_back(read_api_key(**q));
+    }
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status SqliteMetadataStore::revoke_api_key(const std::string& tenant_id, const std::string& key_id, Timestamp at) {
+  return db_.write([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE tenant_id = ? AND id = ?");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, to_ms(at)).bind(2, tenant_id).bind(3, key_id);
+    if (auto st = (*q)->run(); !st) return st;
+    if (c.changes() == 0) return not_found("API key", key_id);
+    return {};
+  });
+}
+
+Status SqliteMetadataStore::touch_api_key(const std::string& key_id, Timestamp at) {
+  return db_.write([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("UPDATE api_keys SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, to_ms(at)).bind(2, key_id).bind(3, to_ms(at));
+    return (*q)->run();
+  });
+}
+
+Result<double> SqliteMetadataStore::take_rate_token(const std::string& bucket, double rate, double burst, Timestamp now) {
+  std::lock_guard lock(buckets_mu_);
+  if (buckets_.size() > 100000) buckets_.clear();  // bounded: a full bucket is the state it would refill to
+  auto [it, fresh] = buckets_.try_emplace(bucket, RateBucket{burst, to_ms(now)});
+  return it->second.take(rate, burst, to_ms(now));
 }
 
 Result<CreateImageOutcome> SqliteMetadataStore::create_image(
     const ImageRecord& image, bool skip_duplicate_check,
-    const std::function<OutboxMessage(const ImageRecord&)>& make_event) {
+    const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota) {
   CreateImageOutcome out;
   auto st = db_.write([&](SqliteConnection& c) -> Status {
     auto find_one = [&](const std::string& where, const std::string& a, const std::string& b) -> Result<bool> {
@@ -445,6 +568,21 @@ Result<CreateImageOutcome> SqliteMetadataStore::create_image(
         out.kind = CreateImageOutcome::Kind::kDuplicate;
         return {};
       }
+    }
+    // Usage first: the writer lock makes the check and the increment one step.
+    auto usage = c.prepare("SELECT image_count, bytes_stored FROM tenants WHERE id = ?");
+    if (!usage) return std::move(usage).error();
+    (*usage)->bind(1, image.tenant_id);
+    auto has_row = (*usage)->step();
+    if (!has_row) return std::move(has_row).error();
+    if (*has_row) {
+      const int64_t count = (*usage)->int64(0), bytes = (*usage)->int64(1);
+      (*usage)->reset();
+      if (auto st = check_quota(image, quota, count, bytes); !st) return st;
+      auto add = c.prepare("UPDATE tenants SET image_count = image_count + 1, bytes_stored = bytes_stored + ? WHERE id = ?");
+      if (!add) return std::move(add).error();
+      (*add)->bind(1, image.file_size).bind(2, image.tenant_id);
+      if (auto st = (*add)->run(); !st) return st;
     }
     auto q = c.prepare(
         "INSERT INTO images (image_id, tenant_id, file_name, storage_path, file_size, content_type,"
@@ -544,6 +682,13 @@ Result<ImagePage> SqliteMetadataStore::list_images(const std::string& tenant_id,
 
 Status SqliteMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
   return db_.write([&](SqliteConnection& c) -> Status {
+    auto u = c.prepare(
+        "UPDATE tenants SET image_count = image_count - 1, bytes_stored = bytes_stored -"
+        " (SELECT file_size FROM images WHERE image_id = ?1 AND tenant_id = ?2)"
+        " WHERE id = ?2 AND EXISTS (SELECT 1 FROM images WHERE image_id = ?1 AND tenant_id = ?2)");
+    if (!u) return std::move(u).error();
+    (*u)->bind(1, image_id).bind(2, tenant_id);
+    if (auto st = (*u)->run(); !st) return st;
     auto q = c.prepare("DELETE FROM images WHERE image_id = ? AND tenant_id = ?");
     if (!q) return std::move(q).error();
     (*q)->bind(1, image_id).bind(2, tenant_id);

@@ -8,6 +8,8 @@
 
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <unordered_map>
 
 #include "store/metadata_store.h"
 #include "store/sqlite/sqlite_database.h"
@@ -27,11 +29,17 @@ class SqliteMetadataStore final : public MetadataStore {
   Status create_tenant(const Tenant& tenant) override;
   Result<Tenant> get_tenant(const std::string& id) override;
   Result<std::vector<Tenant>> list_tenants() override;
-  Status add_api_key(const std::string& tenant_id, const std::string& key_sha256) override;
-  Result<std::string> tenant_for_key(const std::string& key_sha256) override;
+  Status set_tenant_limits(const std::string& id, const TenantLimits& limits) override;
+  Status add_api_key(const ApiKey& key, const std::string& key_sha256) override;
+  Result<ApiKey> find_api_key(const std::string& key_sha256) override;
+  Result<std::vector<ApiKey>> list_api_keys(const std::string& tenant_id) override;
+  Status revoke_api_key(const std::string& tenant_id, const std::string& key_id, Timestamp at) override;
+  Status touch_api_key(const std::string& key_id, Timestamp at) override;
+  // In memory: one process serves HTTP on a SQLite file (the vector store's lock sees to that).
+  Result<double> take_rate_token(const std::string& bucket, double rate, double burst, Timestamp now) override;
   Result<CreateImageOutcome> create_image(
       const ImageRecord& image, bool skip_duplicate_check,
-      const std::function<OutboxMessage(const ImageRecord&)>& make_event) override;
+      const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota) override;
   Result<ImageRecord> get_image(const std::string& tenant_id, const std::string& image_id) override;
   Result<std::vector<StepRecord>> get_steps(const std::string& image_id) override;
   Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
@@ -56,6 +64,8 @@ class SqliteMetadataStore final : public MetadataStore {
   SqliteDatabase& db_;
   const Clock& clock_;
   LogAppender append_;
+  std::mutex buckets_mu_;
+  std::unordered_map<std::string, RateBucket> buckets_;  // guarded by buckets_mu_
 };
 
 }  // namespace deeplens

@@ -17,7 +17,7 @@ constexpr size_t kMaxNameLength = 200;
 bool valid_collection_name(const std::string& name) {
   if (name.empty() || name.size() > kMaxNameLength) return false;
   for (char c : name) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '~')) return false;
   }
   return true;
 }
@@ -81,7 +81,7 @@ Result<std::unique_ptr<HnswVectorStore>> HnswVectorStore::open(const std::string
 Result<VectorIndex*> HnswVectorStore::open_collection(const std::string& name, size_t dimension) {
   if (!valid_collection_name(name)) {
     return Error(ErrorCode::kInvalidArgument,
-                 "collection names are 1-200 characters of [a-z0-9_]; build them with collection_name()")
+                 "collection names are 1-200 characters of [a-z0-9_~-]; build them with collection_name()")
         .with("collection", name);
   }
   {

@@ -36,7 +36,7 @@ class HnswVectorStore final : public VectorStore {
   HnswVectorStore(const HnswVectorStore&) = delete;
   HnswVectorStore& operator=(const HnswVectorStore&) = delete;
 
-  // Collection names are what collection_name() produces: 1-200 characters of [a-z0-9_]
+  // Collection names are what collection_name() produces: 1-200 characters of [a-z0-9_~-]
   // (anything else is kInvalidArgument, which also keeps names safe as directory names).
   Result<VectorIndex*> open_collection(const std::string& name, size_t dimension) override;
   VectorIndex* find_collection(const std::string& name) override;

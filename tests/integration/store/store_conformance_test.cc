@@ -143,6 +143,25 @@ StepRecord make_step(const std::string& image_id, const std::string& model, cons
   return s;
 }
 
+Tenant make_tenant(const std::string& id, Timestamp created, const TenantLimits& limits = {}) {
+  Tenant t;
+  t.id = id;
+  t.created_at = created;
+  t.limits = limits;
+  return t;
+}
+
+ApiKey make_key(const std::string& id, const std::string& tenant, Timestamp created, const std::string& name = "",
+                const std::string& prefix = "") {
+  ApiKey k;
+  k.id = id;
+  k.tenant_id = tenant;
+  k.name = name;
+  k.prefix = prefix;
+  k.created_at = created;
+  return k;
+}
+
 class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override { harness_ = make_harness(GetParam(), clock_); }
@@ -155,6 +174,15 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
     EXPECT_TRUE(out.ok()) << (out.ok() ? "" : out.error().to_string());
     EXPECT_EQ(out->kind, CreateImageOutcome::Kind::kCreated);
     return out->image;
+  }
+
+  // Creates an image of `size` bytes for acme-corp under quota, expecting it to be stored.
+  void create_within(const std::string& id, int64_t size, const StorageQuota& quota) {
+    ImageRecord image = make_image(id);
+    image.file_size = size;
+    auto out = store().create_image(image, false, event_for, quota);
+    ASSERT_TRUE(out.ok()) << id << ": " << (out.ok() ? "" : out.error().to_string());
+    EXPECT_EQ(out->kind, CreateImageOutcome::Kind::kCreated);
   }
 
   int64_t backlog() {
@@ -180,9 +208,9 @@ class StoreConformanceTest : public ::testing::TestWithParam<std::string> {
   } while (0)
 
 TEST_P(StoreConformanceTest, TenantsAndApiKeys) {
-  ASSERT_OK(store().create_tenant({"globex", kT0}));
-  ASSERT_OK(store().create_tenant({"acme-corp", kT0 + 5ms}));
-  auto again = store().create_tenant({"acme-corp", kT0});
+  ASSERT_OK(store().create_tenant(make_tenant("globex", kT0)));
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0 + 5ms)));
+  auto again = store().create_tenant(make_tenant("acme-corp", kT0));
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.error().code, ErrorCode::kAlreadyExists);
 
@@ -190,6 +218,8 @@ TEST_P(StoreConformanceTest, TenantsAndApiKeys) {
   ASSERT_OK(acme);
   EXPECT_EQ(acme->id, "acme-corp");
   EXPECT_EQ(acme->created_at, kT0 + 5ms);
+  EXPECT_EQ(acme->image_count, 0);
+  EXPECT_EQ(acme->bytes_stored, 0);
   auto missing = store().get_tenant("initech");
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
@@ -200,16 +230,317 @@ TEST_P(StoreConformanceTest, TenantsAndApiKeys) {
   EXPECT_EQ((*all)[0].id, "acme-corp");
   EXPECT_EQ((*all)[1].id, "globex");
 
-  ASSERT_OK(store().add_api_key("acme-corp", "aaaa"));
-  ASSERT_OK(store().add_api_key("acme-corp", "aaaa"));  // idempotent
-  ASSERT_OK(store().add_api_key("globex", "bbbb"));
-  auto tenant = store().tenant_for_key("aaaa");
-  ASSERT_OK(tenant);
-  EXPECT_EQ(*tenant, "acme-corp");
-  EXPECT_EQ(*store().tenant_for_key("bbbb"), "globex");
-  auto unknown = store().tenant_for_key("cccc");
+  ASSERT_OK(store().add_api_key(make_key("key_aaaa", "acme-corp", kT0), "aaaa"));
+  ASSERT_OK(store().add_api_key(make_key("key_bbbb", "globex", kT0), "bbbb"));
+  auto key = store().find_api_key("aaaa");
+  ASSERT_OK(key);
+  EXPECT_EQ(key->tenant_id, "acme-corp");
+  EXPECT_EQ(key->id, "key_aaaa");
+  EXPECT_EQ(store().find_api_key("bbbb")->tenant_id, "globex");
+  auto unknown = store().find_api_key("cccc");
   ASSERT_FALSE(unknown.ok());
   EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(unknown.error().message, "unknown API key");
+}
+
+TEST_P(StoreConformanceTest, TenantLimitsRoundTripAndCanBeCleared) {
+  TenantLimits limits;
+  limits.max_images = 10;
+  limits.max_bytes = int64_t{5} << 32;  // beyond 32 bits
+  limits.upload_rate = 2.5;
+  limits.search_rate = 0.1;
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0, limits)));
+  ASSERT_OK(store().create_tenant(make_tenant("globex", kT0)));
+
+  auto acme = store().get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_EQ(acme->limits.max_images, 10);
+  EXPECT_EQ(acme->limits.max_bytes, int64_t{5} << 32);
+  ASSERT_TRUE(acme->limits.upload_rate.has_value());
+  EXPECT_DOUBLE_EQ(*acme->limits.upload_rate, 2.5);
+  ASSERT_TRUE(acme->limits.search_rate.has_value());
+  EXPECT_DOUBLE_EQ(*acme->limits.search_rate, 0.1);
+  auto globex = store().get_tenant("globex");
+  ASSERT_OK(globex);
+  EXPECT_FALSE(globex->limits.max_images.has_value());
+  EXPECT_FALSE(globex->limits.max_bytes.has_value());
+  EXPECT_FALSE(globex->limits.upload_rate.has_value());
+  EXPECT_FALSE(globex->limits.search_rate.has_value());
+
+  // Replaced as a whole: an absent value goes back to the default.
+  TenantLimits changed;
+  changed.max_bytes = 5000;
+  changed.search_rate = 3.0;
+  ASSERT_OK(store().set_tenant_limits("acme-corp", changed));
+  auto all = store().list_tenants();
+  ASSERT_OK(all);
+  ASSERT_EQ(all->size(), 2u);
+  const Tenant& listed = (*all)[0];
+  EXPECT_EQ(listed.id, "acme-corp");
+  EXPECT_FALSE(listed.limits.max_images.has_value());
+  EXPECT_EQ(listed.limits.max_bytes, 5000);
+  EXPECT_FALSE(listed.limits.upload_rate.has_value());
+  ASSERT_TRUE(listed.limits.search_rate.has_value());
+  EXPECT_DOUBLE_EQ(*listed.limits.search_rate, 3.0);
+  EXPECT_FALSE((*all)[1].limits.max_bytes.has_value());  // globex untouched
+
+  ASSERT_OK(store().set_tenant_limits("acme-corp", TenantLimits{}));
+  acme = store().get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_FALSE(acme->limits.max_images.has_value());
+  EXPECT_FALSE(acme->limits.max_bytes.has_value());
+  EXPECT_FALSE(acme->limits.upload_rate.has_value());
+  EXPECT_FALSE(acme->limits.search_rate.has_value());
+  EXPECT_EQ(acme->created_at, kT0);
+
+  auto unknown = store().set_tenant_limits("initech", changed);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(store().get_tenant("initech").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, ApiKeysAreFoundByHashAndListedByCreationTime) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  ASSERT_OK(store().create_tenant(make_tenant("globex", kT0)));
+  ASSERT_OK(store().add_api_key(make_key("key_1111", "acme-corp", kT0 + 2s, "ci", "dlk_1111"), "hash-1"));
+  ASSERT_OK(store().add_api_key(make_key("key_2222", "acme-corp", kT0 + 1s, "laptop", "dlk_2222"), "hash-2"));
+  ASSERT_OK(store().add_api_key(make_key("key_3333", "globex", kT0, "prod", "dlk_3333"), "hash-3"));
+
+  auto found = store().find_api_key("hash-1");
+  ASSERT_OK(found);
+  EXPECT_EQ(found->id, "key_1111");
+  EXPECT_EQ(found->tenant_id, "acme-corp");
+  EXPECT_EQ(found->name, "ci");
+  EXPECT_EQ(found->prefix, "dlk_1111");
+  EXPECT_EQ(found->created_at, kT0 + 2s);
+  EXPECT_FALSE(found->expires_at.has_value());
+  EXPECT_FALSE(found->revoked_at.has_value());
+  EXPECT_FALSE(found->last_used_at.has_value());
+  EXPECT_TRUE(found->usable(kT0 + 24h * 365));
+
+  // Re-adding a stored hash (a configured key, at every start) changes nothing, whatever it says.
+  ASSERT_OK(store().add_api_key(make_key("key_9999", "acme-corp", kT0 + 1h, "renamed", "dlk_9999"), "hash-1"));
+  found = store().find_api_key("hash-1");
+  ASSERT_OK(found);
+  EXPECT_EQ(found->id, "key_1111");
+  EXPECT_EQ(found->name, "ci");
+  EXPECT_EQ(found->created_at, kT0 + 2s);
+
+  auto acme = store().list_api_keys("acme-corp");
+  ASSERT_OK(acme);
+  std::vector<std::string> ids;
+  for (const auto& k : *acme) ids.push_back(k.id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"key_2222", "key_1111"}));
+  EXPECT_EQ((*acme)[0].name, "laptop");
+  EXPECT_EQ((*acme)[0].prefix, "dlk_2222");
+  EXPECT_EQ((*acme)[0].tenant_id, "acme-corp");
+  auto globex = store().list_api_keys("globex");
+  ASSERT_OK(globex);
+  ASSERT_EQ(globex->size(), 1u);
+  EXPECT_EQ((*globex)[0].id, "key_3333");
+  auto none = store().list_api_keys("initech");
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+
+  auto unknown = store().find_api_key("hash-4");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, RevokingAKeyKeepsTheFirstTimeAndOnlyTheOwnerCanRevoke) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  ASSERT_OK(store().create_tenant(make_tenant("globex", kT0)));
+  ASSERT_OK(store().add_api_key(make_key("key_1111", "acme-corp", kT0), "hash-1"));
+  ASSERT_OK(store().add_api_key(make_key("key_3333", "globex", kT0), "hash-3"));
+
+  ASSERT_OK(store().revoke_api_key("acme-corp", "key_1111", kT0 + 10s));
+  auto key = store().find_api_key("hash-1");  // revoked keys are still found
+  ASSERT_OK(key);
+  EXPECT_EQ(key->revoked_at, kT0 + 10s);
+  EXPECT_FALSE(key->usable(kT0 + 11s));
+
+  ASSERT_OK(store().revoke_api_key("acme-corp", "key_1111", kT0 + 20s));  // idempotent
+  EXPECT_EQ(store().find_api_key("hash-1")->revoked_at, kT0 + 10s);
+  auto listed = store().list_api_keys("acme-corp");
+  ASSERT_OK(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].revoked_at, kT0 + 10s);
+
+  auto foreign = store().revoke_api_key("acme-corp", "key_3333", kT0 + 30s);
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_EQ(foreign.error().code, ErrorCode::kNotFound);
+  auto theirs = store().find_api_key("hash-3");
+  ASSERT_OK(theirs);
+  EXPECT_FALSE(theirs->revoked_at.has_value());
+  EXPECT_TRUE(theirs->usable(kT0 + 30s));
+  EXPECT_EQ(store().revoke_api_key("acme-corp", "key_nope", kT0).error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, KeyExpiryRoundTripsAndEndsUsability) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  ApiKey expiring = make_key("key_1111", "acme-corp", kT0);
+  expiring.expires_at = kT0 + 1h;
+  ASSERT_OK(store().add_api_key(expiring, "hash-1"));
+  ASSERT_OK(store().add_api_key(make_key("key_2222", "acme-corp", kT0 + 1ms), "hash-2"));
+
+  auto key = store().find_api_key("hash-1");
+  ASSERT_OK(key);
+  EXPECT_EQ(key->expires_at, kT0 + 1h);
+  EXPECT_TRUE(key->usable(kT0 + 59min));
+  EXPECT_FALSE(key->usable(kT0 + 1h));
+  auto listed = store().list_api_keys("acme-corp");
+  ASSERT_OK(listed);
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].expires_at, kT0 + 1h);
+  EXPECT_FALSE((*listed)[1].expires_at.has_value());
+  EXPECT_TRUE((*listed)[1].usable(kT0 + 24h * 3650));
+}
+
+TEST_P(StoreConformanceTest, TouchingAKeyOnlyMovesLastUsedForward) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  ASSERT_OK(store().add_api_key(make_key("key_1111", "acme-corp", kT0), "hash-1"));
+  ASSERT_OK(store().add_api_key(make_key("key_2222", "acme-corp", kT0), "hash-2"));
+
+  ASSERT_OK(store().touch_api_key("key_1111", kT0 + 5min));
+  EXPECT_EQ(store().find_api_key("hash-1")->last_used_at, kT0 + 5min);
+  ASSERT_OK(store().touch_api_key("key_1111", kT0 + 1min));  // a slower request finishing late
+  EXPECT_EQ(store().find_api_key("hash-1")->last_used_at, kT0 + 5min);
+  ASSERT_OK(store().touch_api_key("key_1111", kT0 + 10min));
+  EXPECT_EQ(store().find_api_key("hash-1")->last_used_at, kT0 + 10min);
+  EXPECT_FALSE(store().find_api_key("hash-2")->last_used_at.has_value());
+}
+
+TEST_P(StoreConformanceTest, ImageQuotaRefusesTheImageBeyondItAndWritesNothing) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  const StorageQuota quota{3, 0};
+  for (const char* id : {"img_1", "img_2", "img_3"}) {
+    auto out = store().create_image(make_image(id), false, event_for, quota);
+    ASSERT_OK(out);
+    EXPECT_EQ(out->kind, CreateImageOutcome::Kind::kCreated);
+  }
+  auto fourth = store().create_image(make_image("img_4"), false, event_for, quota);
+  ASSERT_FALSE(fourth.ok());
+  EXPECT_EQ(fourth.error().code, ErrorCode::kResourceExhausted);
+  EXPECT_EQ(fourth.error().context.at("reason"), "quota_images");
+  EXPECT_EQ(fourth.error().context.at("limit"), "3");
+  EXPECT_EQ(store().get_image("acme-corp", "img_4").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(backlog(), 3);
+  auto pending = store().pending_outbox(10);
+  ASSERT_OK(pending);
+  for (const auto& row : *pending) EXPECT_NE(row.message.key, "img_4");
+  auto acme = store().get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_EQ(acme->image_count, 3);
+  EXPECT_EQ(acme->bytes_stored, 3 * 204800);
+
+  // At the limit, a duplicate upload is still answered with the stored image: it adds nothing.
+  auto dup = store().create_image(make_image("img_5", "acme-corp", "sha-img_1"), false, event_for, quota);
+  ASSERT_OK(dup);
+  EXPECT_EQ(dup->kind, CreateImageOutcome::Kind::kDuplicate);
+  // The quota is the caller's, per call: unlimited (0) stores the image.
+  auto unlimited = store().create_image(make_image("img_6"), false, event_for, StorageQuota{});
+  ASSERT_OK(unlimited);
+  EXPECT_EQ(unlimited->kind, CreateImageOutcome::Kind::kCreated);
+  EXPECT_EQ(store().get_tenant("acme-corp")->image_count, 4);
+}
+
+TEST_P(StoreConformanceTest, ByteQuotaRefusesTheImageThatWouldCrossIt) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  const StorageQuota quota{0, 500000};
+  create_within("img_1", 204800, quota);
+  create_within("img_2", 204800, quota);
+  ImageRecord big = make_image("img_3");
+  big.file_size = 204800;  // 614400 > 500000
+  auto refused = store().create_image(big, false, event_for, quota);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, ErrorCode::kResourceExhausted);
+  EXPECT_EQ(refused.error().context.at("reason"), "quota_bytes");
+  EXPECT_EQ(refused.error().context.at("limit"), "500000");
+  EXPECT_EQ(store().get_image("acme-corp", "img_3").error().code, ErrorCode::kNotFound);
+  EXPECT_EQ(backlog(), 2);
+  EXPECT_EQ(store().get_tenant("acme-corp")->bytes_stored, 409600);
+
+  create_within("img_4", 90400, quota);  // exactly at the limit is allowed
+  auto acme = store().get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_EQ(acme->bytes_stored, 500000);
+  EXPECT_EQ(acme->image_count, 3);
+  ImageRecord one_more = make_image("img_5");
+  one_more.file_size = 1;
+  auto over = store().create_image(one_more, false, event_for, quota);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().context.at("reason"), "quota_bytes");
+  EXPECT_EQ(backlog(), 3);
+}
+
+TEST_P(StoreConformanceTest, UsageCountersFollowCreatesAndDeletesButNotReplays) {
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  ASSERT_OK(store().create_tenant(make_tenant("globex", kT0)));
+  auto usage = [&](const std::string& tenant) {
+    auto t = store().get_tenant(tenant);
+    EXPECT_TRUE(t.ok());
+    return t.ok() ? std::make_pair(t->image_count, t->bytes_stored) : std::make_pair(int64_t{-1}, int64_t{-1});
+  };
+  const StorageQuota unlimited{};
+  create_within("img_a", 1000, unlimited);
+  create_within("img_b", 3000, unlimited);
+  EXPECT_EQ(usage("acme-corp"), std::make_pair(int64_t{2}, int64_t{4000}));
+  EXPECT_EQ(usage("globex"), std::make_pair(int64_t{0}, int64_t{0}));
+
+  // A duplicate, an idempotent replay and a rejected id add nothing.
+  auto dup = store().create_image(make_image("img_c", "acme-corp", "sha-img_a"), false, event_for);
+  ASSERT_OK(dup);
+  EXPECT_EQ(dup->kind, CreateImageOutcome::Kind::kDuplicate);
+  ImageRecord keyed = make_image("img_k", "acme-corp", "", kT0, "key-1");
+  keyed.file_size = 500;
+  ASSERT_OK(store().create_image(keyed, false, event_for));
+  EXPECT_EQ(usage("acme-corp"), std::make_pair(int64_t{3}, int64_t{4500}));
+  auto replay = store().create_image(make_image("img_r", "acme-corp", "", kT0, "key-1"), false, event_for);
+  ASSERT_OK(replay);
+  EXPECT_EQ(replay->kind, CreateImageOutcome::Kind::kIdempotentReplay);
+  auto same_id = store().create_image(make_image("img_a", "acme-corp", "other-sha"), true, event_for);
+  ASSERT_FALSE(same_id.ok());
+  EXPECT_EQ(same_id.error().code, ErrorCode::kAlreadyExists);
+  EXPECT_EQ(usage("acme-corp"), std::make_pair(int64_t{3}, int64_t{4500}));
+
+  ASSERT_OK(store().delete_image("acme-corp", "img_b"));
+  EXPECT_EQ(usage("acme-corp"), std::make_pair(int64_t{2}, int64_t{1500}));
+  EXPECT_FALSE(store().delete_image("globex", "img_a").ok());  // not theirs: nothing changes
+  EXPECT_EQ(usage("acme-corp"), std::make_pair(int64_t{2}, int64_t{1500}));
+  EXPECT_EQ(usage("globex"), std::make_pair(int64_t{0}, int64_t{0}));
+
+  // A deleted image frees its place in the quota.
+  const StorageQuota two{2, 0};
+  auto full = store().create_image(make_image("img_d"), false, event_for, two);
+  ASSERT_FALSE(full.ok());
+  EXPECT_EQ(full.error().code, ErrorCode::kResourceExhausted);
+  ASSERT_OK(store().delete_image("acme-corp", "img_a"));
+  create_within("img_d", 204800, two);
+  EXPECT_EQ(usage("acme-corp"), std::make_pair(int64_t{2}, int64_t{500 + 204800}));
+  auto listed = store().list_tenants();
+  ASSERT_OK(listed);
+  EXPECT_EQ((*listed)[0].image_count, 2);
+  EXPECT_EQ((*listed)[0].bytes_stored, 500 + 204800);
+}
+
+TEST_P(StoreConformanceTest, RateTokensAreTakenUpToTheBurstAndRefillAtTheRate) {
+  const Timestamp t = kT0 + 1h;  // a fixed time, not the store's clock
+  auto take = [&](const std::string& bucket, Timestamp at) {
+    auto wait = store().take_rate_token(bucket, 2.0, 2.0, at);
+    EXPECT_TRUE(wait.ok()) << (wait.ok() ? "" : wait.error().to_string());
+    return wait.ok() ? *wait : -1.0;
+  };
+  EXPECT_EQ(take("upload:acme-corp", t), 0.0);
+  EXPECT_EQ(take("upload:acme-corp", t), 0.0);
+  EXPECT_NEAR(take("upload:acme-corp", t), 0.5, 1e-9);
+  EXPECT_EQ(take("search:acme-corp", t), 0.0);  // another bucket is full
+  EXPECT_EQ(take("upload:acme-corp", t + 500ms), 0.0);
+  EXPECT_NEAR(take("upload:acme-corp", t + 500ms), 0.5, 1e-9);
+  EXPECT_NEAR(take("upload:acme-corp", t + 750ms), 0.25, 1e-9);
+  // A long pause refills only up to the burst.
+  EXPECT_EQ(take("upload:acme-corp", t + 1h), 0.0);
+  EXPECT_EQ(take("upload:acme-corp", t + 1h), 0.0);
+  EXPECT_GT(take("upload:acme-corp", t + 1h), 0.0);
 }
 
 TEST_P(StoreConformanceTest, CreateImageWritesExactlyOneOutboxRow) {
@@ -881,6 +1212,94 @@ TEST_F(PostgresStoreTest, ConcurrentUploadsWithOneIdempotencyKeyCreateOneImage) 
   EXPECT_EQ(*store().outbox_backlog(), 1);
 }
 
+TEST_F(PostgresStoreTest, ConcurrentUploadsNeverCrossTheImageQuota) {
+  TenantLimits limits;
+  limits.max_images = 5;
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0, limits)));
+  constexpr int kThreads = 8;
+  constexpr int kPerThread = 3;
+  const StorageQuota quota{5, 0};
+  std::atomic<int> created{0};
+  std::atomic<int> refused{0};
+  std::mutex mu;
+  std::vector<std::string> other_errors;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        const std::string id = "img_" + std::to_string(t) + "_" + std::to_string(i);
+        auto out = store().create_image(make_image(id), false, event_for, quota);
+        if (out && out->kind == CreateImageOutcome::Kind::kCreated) {
+          ++created;
+        } else if (!out && out.error().code == ErrorCode::kResourceExhausted &&
+                   out.error().context.at("reason") == "quota_images") {
+          ++refused;
+        } else {
+          std::lock_guard lock(mu);
+          other_errors.push_back(out ? "not created" : out.error().to_string());
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_TRUE(other_errors.empty()) << other_errors.front();
+  EXPECT_EQ(created.load(), 5);
+  EXPECT_EQ(refused.load(), kThreads * kPerThread - 5);
+  auto acme = store().get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_EQ(acme->image_count, 5);
+  EXPECT_EQ(acme->bytes_stored, 5 * 204800);
+  auto page = store().list_images("acme-corp", std::nullopt, 100, "");
+  ASSERT_OK(page);
+  EXPECT_EQ(page->images.size(), 5u);
+  EXPECT_EQ(*store().outbox_backlog(), 5);
+}
+
+TEST_F(PostgresStoreTest, StoresOnOneDatabaseShareARateBucket) {
+  auto other = PostgresMetadataStore::open(harness_->url(), clock_, {});
+  ASSERT_OK(other);
+  const Timestamp t = kT0;
+  // The first process takes the whole burst ...
+  for (int i = 0; i < 3; ++i) {
+    auto wait = store().take_rate_token("upload:acme-corp", 1.0, 3.0, t);
+    ASSERT_OK(wait);
+    EXPECT_EQ(*wait, 0.0) << i;
+  }
+  // ... so the second one is refused until the bucket refills, then gets exactly one token.
+  auto refused = (*other)->take_rate_token("upload:acme-corp", 1.0, 3.0, t + 200ms);
+  ASSERT_OK(refused);
+  EXPECT_NEAR(*refused, 0.8, 1e-9);
+  auto refilled = (*other)->take_rate_token("upload:acme-corp", 1.0, 3.0, t + 1s);
+  ASSERT_OK(refilled);
+  EXPECT_EQ(*refilled, 0.0);
+  auto first_again = store().take_rate_token("upload:acme-corp", 1.0, 3.0, t + 1s);
+  ASSERT_OK(first_again);
+  EXPECT_NEAR(*first_again, 1.0, 1e-9);
+}
+
+TEST_F(PostgresStoreTest, ConcurrentTakersNeverGetMoreThanTheBurst) {
+  auto other = PostgresMetadataStore::open(harness_->url(), clock_, {});
+  ASSERT_OK(other);
+  constexpr int kThreads = 8;
+  constexpr int kTakes = 5;
+  std::atomic<int> taken{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      MetadataStore& s = t % 2 ? store() : static_cast<MetadataStore&>(**other);
+      for (int i = 0; i < kTakes; ++i) {
+        auto wait = s.take_rate_token("search:acme-corp", 0.001, 10.0, kT0);  // no refill to speak of
+        if (!wait) ++failures;
+        else if (*wait == 0.0) ++taken;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(taken.load(), 10);
+}
+
 TEST_F(PostgresStoreTest, ConcurrentRelaysPublishEveryOutboxRowOnce) {
   constexpr int kRows = 300;
   ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
@@ -953,11 +1372,56 @@ TEST_F(PostgresStoreTest, MigrationsAreRecordedAndReopeningIsANoOp) {
   pqxx::connection c(harness_->url());
   pqxx::nontransaction n(c);
   auto r = n.exec("SELECT component, version FROM schema_migrations ORDER BY version");
-  ASSERT_EQ(r.size(), 2u);
-  for (int i = 0; i < 2; ++i) {
+  ASSERT_EQ(r.size(), 3u);
+  for (int i = 0; i < 3; ++i) {
     EXPECT_EQ(r[i][0].as<std::string>(), "metadata");
     EXPECT_EQ(r[i][1].as<int>(), i + 1);
   }
+}
+
+// A database written before migration 3 (the tables it changes, as version 2 left them): usage is
+// backfilled from the stored images and every key gets its public id.
+TEST_F(PostgresStoreTest, MigrationThreeBackfillsUsageAndKeyIds) {
+  const std::string url = postgres_server().create_database();
+  {
+    pqxx::connection c(url);
+    pqxx::work w(c);
+    w.exec(R"sql(
+CREATE TABLE schema_migrations (component TEXT NOT NULL, version INTEGER NOT NULL, applied_at BIGINT NOT NULL,
+                                PRIMARY KEY (component, version));
+INSERT INTO schema_migrations VALUES ('metadata', 1, 0), ('metadata', 2, 0);
+CREATE TABLE tenants (id TEXT COLLATE "C" PRIMARY KEY, created_at BIGINT NOT NULL);
+CREATE TABLE api_keys (key_sha256 TEXT COLLATE "C" PRIMARY KEY,
+                       tenant_id TEXT COLLATE "C" NOT NULL REFERENCES tenants(id), created_at BIGINT NOT NULL);
+CREATE TABLE images (image_id TEXT COLLATE "C" PRIMARY KEY, tenant_id TEXT COLLATE "C" NOT NULL,
+                     file_size BIGINT NOT NULL);
+INSERT INTO tenants VALUES ('acme-corp', 1), ('globex', 2);
+INSERT INTO api_keys VALUES ('0123456789abcdef0123456789abcdef', 'acme-corp', 3);
+INSERT INTO images VALUES ('img_1', 'acme-corp', 100), ('img_2', 'acme-corp', 250), ('img_3', 'initech', 7);
+)sql");
+    w.commit();
+  }
+  auto migrated = PostgresMetadataStore::open(url, clock_, {});
+  ASSERT_OK(migrated);
+  auto acme = (*migrated)->get_tenant("acme-corp");
+  ASSERT_OK(acme);
+  EXPECT_EQ(acme->image_count, 2);
+  EXPECT_EQ(acme->bytes_stored, 350);
+  EXPECT_FALSE(acme->limits.max_images.has_value());
+  auto globex = (*migrated)->get_tenant("globex");
+  ASSERT_OK(globex);
+  EXPECT_EQ(globex->image_count, 0);
+  EXPECT_EQ(globex->bytes_stored, 0);
+  auto key = (*migrated)->find_api_key("0123456789abcdef0123456789abcdef");
+  ASSERT_OK(key);
+  EXPECT_EQ(key->id, "key_0123456789abcdef");
+  EXPECT_EQ(key->tenant_id, "acme-corp");
+  EXPECT_EQ(key->name, "");
+  EXPECT_EQ(key->prefix, "");
+  EXPECT_EQ(key->created_at, Timestamp(3ms));
+  EXPECT_TRUE(key->usable(kT0));
+  ASSERT_OK((*migrated)->revoke_api_key("acme-corp", "key_0123456789abcdef", kT0));
+  EXPECT_FALSE((*migrated)->find_api_key("0123456789abcdef0123456789abcdef")->usable(kT0));
 }
 
 // The acceptance scenario of issue 7: PostgreSQL restarted mid-run. While it is down every call

@@ -8,26 +8,48 @@
 namespace deeplens {
 namespace {
 
-TEST(CollectionName, MatchesTheSpecExample) {
-  EXPECT_EQ(collection_name("acme-corp", "resnet50"), "tenant_acmecorp_resnet50_vectors");
-}
-
-TEST(CollectionName, TenantSlugKeepsOnlyLowerCaseLettersAndDigits) {
-  EXPECT_EQ(collection_name("ACME_Corp.EU 2", "m"), "tenant_acmecorpeu2_m_vectors");
-  EXPECT_EQ(collection_name("t\xc3\xa9st", "m"), "tenant_tst_m_vectors");
-}
-
-TEST(CollectionName, ModelNameKeepsUnderscoresAndReplacesOtherCharacters) {
+TEST(CollectionName, IsTheSpecNameWhenNothingNeedsEscaping) {
+  EXPECT_EQ(collection_name("acmecorp", "resnet50"), "tenant_acmecorp_resnet50_vectors");
   EXPECT_EQ(collection_name("acme", "mobilenet_v2"), "tenant_acme_mobilenet_v2_vectors");
-  EXPECT_EQ(collection_name("acme", "MobileNet-v2.1"), "tenant_acme_mobilenet_v2_1_vectors");
-  EXPECT_EQ(collection_name("acme", "../../etc"), "tenant_acme_______etc_vectors");
+}
+
+TEST(CollectionName, TenantsThatDifferOnlyInPunctuationGetDifferentCollections) {
+  EXPECT_EQ(collection_name("acme-corp", "resnet50"), "tenant_acme-corp_resnet50_vectors");
+  EXPECT_NE(collection_name("acme-corp", "resnet50"), collection_name("acmecorp", "resnet50"));
+}
+
+TEST(CollectionName, ModelsThatDifferOnlyInPunctuationGetDifferentCollections) {
+  EXPECT_NE(collection_name("acme", "a-b"), collection_name("acme", "a_b"));
+  // The tenant ends at the first '_': a model with '_' cannot pose as another tenant's collection.
+  EXPECT_NE(collection_name("a", "b_c"), collection_name("a-b", "c"));
+}
+
+TEST(CollectionName, IsInjectiveOverValidNames) {
+  const char* tenants[] = {"a", "a-b", "ab", "a-b-c", "abc", "a-bc", "ab-c", "b"};
+  const char* models[] = {"c", "c_d", "c-d", "cd", "_c", "c_", "b_c", "b-c", "bc"};
+  std::map<std::string, std::pair<std::string, std::string>> seen;
+  for (const char* t : tenants)
+    for (const char* m : models) {
+      auto [it, fresh] = seen.try_emplace(collection_name(t, m), t, m);
+      EXPECT_TRUE(fresh) << t << "/" << m << " collides with " << it->second.first << "/" << it->second.second;
+    }
+}
+
+TEST(CollectionName, CharactersOutsideValidNamesAreEscapedNotDropped) {
+  EXPECT_EQ(collection_name("acme", "../../etc"), "tenant_acme_~2e~2e~2f~2e~2e~2fetc_vectors");
+  EXPECT_NE(collection_name("ACME", "m"), collection_name("acme", "m"));
 }
 
 TEST(CollectionName, NamesAreOnlySafeCharacters) {
   const std::string name = collection_name("A/b\\c..d", "x/y z\n");
   for (char c : name) {
-    EXPECT_TRUE((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_') << name;
+    EXPECT_TRUE((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '~') << name;
   }
+}
+
+TEST(LegacyCollectionName, DropsTheTenantsPunctuationAsBefore) {
+  EXPECT_EQ(legacy_collection_name("acme-corp", "resnet50"), "tenant_acmecorp_resnet50_vectors");
+  EXPECT_EQ(legacy_collection_name("acme", "a-b"), "tenant_acme_a_b_vectors");
 }
 
 // Only what the default upsert_batch() uses; the rest is not reached.
