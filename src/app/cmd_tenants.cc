@@ -126,7 +126,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
     }
     auto key = api::create_api_key(store, rt->node->ids(), *slug, "default", rt->clock.now());
     if (!key) return void(fail(key.error(), exit_code));
-    std::cout << "tenant: " << *slug << "\napi key: " << key->secret << "\nkey id: " << key->info.id << "\n";
+    std::cout << "tenant: " << *slug << "\nkey id: " << key->info.id << "\napi key: " << key->secret << "\n";
   });
 
   auto* update = tenants->add_subcommand("update", "Change a tenant's limits (only the flags given change)");
@@ -204,7 +204,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
     if (auto t = rt->node->store().get_tenant(*slug); !t) return void(fail(t.error(), exit_code));
     auto key = api::create_api_key(rt->node->store(), rt->node->ids(), *slug, *name, now, expiry);
     if (!key) return void(fail(key.error(), exit_code));
-    std::cout << "api key: " << key->secret << "\nkey id: " << key->info.id << "\n";
+    std::cout << "key id: " << key->info.id << "\napi key: " << key->secret << "\n";
   });
 
   auto key_id = std::make_shared<std::string>();

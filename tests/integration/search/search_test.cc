@@ -235,7 +235,7 @@ TEST_F(BuiltinSearch, AResizedReencodedCopyFindsItsOriginalFirst) {
     ASSERT_FALSE(r->results.empty()) << p.name;
     EXPECT_EQ(r->results[0].image_id, p.id) << p.name << " ranked first: " << r->results[0].image.file_name;
     EXPECT_EQ(r->model, "builtin");
-    EXPECT_EQ(r->collection, "tenant_acmecorp_builtin_vectors");
+    EXPECT_EQ(r->collection, "tenant_acme-corp_builtin_vectors");
     // Enriched from the tenant's metadata.
     const ImageRecord& top = r->results[0].image;
     EXPECT_EQ(top.image_id, p.id);
@@ -273,13 +273,13 @@ TEST_F(BuiltinSearch, ByImageIdExcludesItselfAndRanksTheRest) {
   }
 }
 
-TEST_F(BuiltinSearch, TheSlugTwinTenantSeesOnlyItsOwnImagesInTheSharedCollection) {
+TEST_F(BuiltinSearch, TheSlugTwinTenantHasItsOwnCollectionAndSeesOnlyItsOwnImages) {
   SearchQuery q = by_bytes(query_variant(photos()[1].bytes), 10, -1);
   q.tenant_id = kSlugTwinTenant;
   auto r = search_images(ctx(), q);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   print_results(std::string("tenant ") + kSlugTwinTenant + ", query: 300px JPEG of " + photos()[1].name, *r);
-  EXPECT_EQ(r->collection, "tenant_acmecorp_builtin_vectors") << "shared with acme-corp";
+  EXPECT_EQ(r->collection, "tenant_acmecorp_builtin_vectors") << "acme-corp has tenant_acme-corp_builtin_vectors";
   ASSERT_EQ(r->results.size(), 1u);
   EXPECT_EQ(r->results[0].image_id, corpus_->slug_twin_id);
   EXPECT_EQ(r->results[0].image.tenant_id, kSlugTwinTenant);
@@ -421,7 +421,7 @@ TEST_F(BuiltinSearch, AModelWithoutACollectionGivesNoResultsByBytesAndNotIndexed
   auto r = search_images(ctx(), q);
   ASSERT_TRUE(r.ok()) << r.error().to_string();
   EXPECT_TRUE(r->results.empty());
-  EXPECT_EQ(r->collection, "tenant_acmecorp_unused_vectors");
+  EXPECT_EQ(r->collection, "tenant_acme-corp_unused_vectors");
 
   SearchQuery id = by_id(photos()[0].id);
   id.model = "unused";
@@ -533,7 +533,7 @@ TEST(MobilenetSearch, FindsOriginalsByResizedCopiesAndRanksByImageId) {
     auto r = search_images(node.ctx(), q);
     ASSERT_TRUE(r.ok()) << p.name << ": " << r.error().to_string();
     print_results("mobilenet_v2, query: 300px JPEG of " + p.name, *r);
-    EXPECT_EQ(r->collection, "tenant_acmecorp_mobilenet_v2_vectors");
+    EXPECT_EQ(r->collection, "tenant_acme-corp_mobilenet_v2_vectors");
     ASSERT_FALSE(r->results.empty());
     EXPECT_EQ(r->results[0].image_id, p.id) << p.name << " ranked first: " << r->results[0].image.file_name;
     EXPECT_EQ(r->results[0].image.file_name, p.name);
