@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "api/multipart.h"
+#include "api/route_match.h"
 #include "common/log.h"
 #include "common/sha256.h"
 #include "pipeline/ingest.h"
@@ -145,27 +146,7 @@ const Route* ApiService::match(const std::string& method, const std::string& pat
   path_known = false;
   for (const auto& r : routes_) {
     std::map<std::string, std::string> found;
-    size_t pi = 0, si = 0;
-    const auto& p = r.pattern;
-    bool ok = true;
-    while (ok && pi < p.size() && si <= path.size()) {
-      if (p[pi] == '{') {
-        const auto close = p.find('}', pi);
-        const std::string name = p.substr(pi + 1, close - pi - 1);
-        auto end = path.find('/', si);
-        if (end == std::string::npos) end = path.size();
-        if (end == si) ok = false;
-        found[name] = path.substr(si, end - si);
-        si = end;
-        pi = close + 1;
-      } else if (si < path.size() && p[pi] == path[si]) {
-        ++pi;
-        ++si;
-      } else {
-        ok = false;
-      }
-    }
-    if (!ok || pi != p.size() || si != path.size()) continue;
+    if (!match_route_pattern(r.pattern, path, found)) continue;
     path_known = true;
     if (r.method != method) continue;
     params = std::move(found);

@@ -1,6 +1,7 @@
 // The deeplens binary: one executable, many subcommands (ARCHITECTURE.md).
 #include <CLI/CLI.hpp>
 #include <malloc.h>
+#include <sys/resource.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -21,6 +22,12 @@ int main(int argc, char** argv) {
   // ~1 KB per image beyond the vector index. Two arenas kept it flat at the same upload latency
   // (bench/README.md, "Memory"). The environment variable MALLOC_ARENA_MAX still wins.
   if (!std::getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
+  // Every connection is a descriptor and server.max_connections defaults to 4096: take the hard
+  // limit (the soft one is often 1024) so that the server's own limits, not EMFILE, decide.
+  if (rlimit nofile{}; getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   CLI::App root{"DeepLens: image ingestion and visual search on an asynchronous event pipeline."};
   root.set_version_flag("--version", std::string("deeplens ") + DEEPLENS_VERSION);
   root.require_subcommand(1);

@@ -92,6 +92,7 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
 
   NodeOptions o;
   o.data_dir = c.str("data_dir");
+  o.bus.retention = std::chrono::seconds(c.integer("bus.retention_s"));
   o.pipeline.retry = RetryPolicy{static_cast<int>(c.integer("pipeline.max_attempts")), c.integer("pipeline.backoff_ms"), 1};
   o.pipeline.limits = image_limits(c);
   o.run.extract_members = static_cast<int>(c.integer("pipeline.extract_workers"));

@@ -16,6 +16,7 @@ const std::array kKeys = {
     ConfigKeySpec{"bus.url", kString, "", "event bus: empty = embedded log in SQLite; kafka://HOST:PORT[,HOST:PORT...] = Apache Kafka"},
     ConfigKeySpec{"bus.partitions", kInt, "8", "Kafka: partitions per topic when DeepLens creates the topics"},
     ConfigKeySpec{"bus.replication", kInt, "3", "Kafka: replication factor when DeepLens creates the topics"},
+    ConfigKeySpec{"bus.retention_s", kInt, "21600", "embedded log: keep events at least this long, and until every group consumed them (a stage that joins later reads them)"},
     ConfigKeySpec{"server.listen", kString, "127.0.0.1:8080", "HTTP address HOST:PORT (port 0 picks a free port)"},
     ConfigKeySpec{"server.threads", kInt, "16", "HTTP worker threads (handlers block on fsync: size for concurrent uploads, not cores)"},
     ConfigKeySpec{"server.max_body_bytes", kInt, "67108864", "largest request body (uploads are streamed to disk)"},

@@ -2,12 +2,17 @@
 
 #include <algorithm>
 
+#include "common/ids.h"
 #include "common/log.h"
 
 namespace deeplens {
 
 OutboxRelay::OutboxRelay(MetadataStore& store, EventBus& bus, Metrics& metrics, OutboxRelayOptions options)
     : store_(store), bus_(bus), metrics_(metrics), options_(options) {
+  if (options_.relay_id.empty()) {
+    SystemRandom random;
+    options_.relay_id = "relay-" + IdGenerator(random).hex(8);
+  }
   metrics_.describe("deeplens_outbox_published_total", "counter", "Outbox events published to the bus");
   metrics_.describe("deeplens_outbox_publish_seconds", "histogram", "Time to publish one outbox event (until durable)");
 }
@@ -46,7 +51,7 @@ void OutboxRelay::wait(std::chrono::milliseconds timeout, bool until_notified) {
 }
 
 Result<int> OutboxRelay::relay_pending() {
-  auto rows = store_.pending_outbox(options_.batch);
+  auto rows = store_.pending_outbox(options_.relay_id, options_.batch, options_.lease);
   if (!rows) return std::move(rows).error();
   std::vector<OutboxMessage> messages;
   messages.reserve(rows->size());
@@ -55,6 +60,9 @@ Result<int> OutboxRelay::relay_pending() {
   // Never skip a row: after a failure the next round starts again from the first undelivered one.
   const PublishOutcome outcome = bus_.publish_batch(messages);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (seconds * 1000 > static_cast<double>(options_.lease.count()) / 2)
+    log_warn("outbox_relay.slow_publish", {{"seconds", seconds}, {"leaseMs", static_cast<long long>(options_.lease.count())},
+                                           {"hint", "raise the relay lease above the bus's publish timeout"}});
   for (size_t i = 0; i < outcome.delivered; ++i)
     metrics_.observe("deeplens_outbox_publish_seconds", {}, seconds);
   std::vector<int64_t> sent;

@@ -11,7 +11,10 @@
 // idle_poll (rows written by other processes).
 //
 // Several relays (one per process) may share a metadata store: pending_outbox() claims rows for a
-// short lease, so each row is published by one relay.
+// lease that outlasts a publish, renewed every round, and never takes rows past another relay's
+// claim, so each row is normally published by one relay and outbox order holds across relays. A
+// relay that dies leaves its rows to the others when the lease runs out (they may then be
+// published a second time if it died after publishing and before marking them sent).
 //
 // Ownership: references the store, the bus and the metrics; all must outlive the relay.
 // Thread-safety: start()/stop() from one owning thread; notify() and the accessors from any thread.
@@ -35,6 +38,11 @@ struct OutboxRelayOptions {
   std::chrono::milliseconds idle_poll{200};         // look for rows this often without notify()
   std::chrono::milliseconds initial_backoff{100};   // after a failed publish or store read
   std::chrono::milliseconds max_backoff{5000};
+  // How long claimed rows stay this relay's. Must outlast one publish_batch (KafkaBus: the
+  // message timeout, 10 s, plus its 2 s margin) with room to spare; a dead relay's rows wait this
+  // long for another relay.
+  std::chrono::milliseconds lease{30000};
+  std::string relay_id;  // unique per relay; empty = a random one
 };
 
 class OutboxRelay {

@@ -247,9 +247,14 @@ class MetadataStore {
   virtual Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) = 0;
 
   // --- outbox (relay)
-  // Up to limit unsent rows in order, claimed for this caller for a lease (5 s) so that several
-  // relays sharing the outbox do not publish the same rows; unclaimed again when the lease ends.
-  virtual Result<std::vector<OutboxRow>> pending_outbox(int limit) = 0;
+  // Up to limit unsent rows in outbox order, claimed by relay_id until now + lease: rows nobody
+  // holds, rows whose lease ran out, and rows this relay already holds (their lease is renewed, so a
+  // relay that failed part of a batch starts again from its first unsent row). It stops at the
+  // first row another relay holds under a live lease, so relays never publish past each other:
+  // outbox order, and with it per-key order, holds across relays. The lease must outlast one
+  // publish (Kafka: message timeout + flush) or a slow batch would be taken over and published twice.
+  virtual Result<std::vector<OutboxRow>> pending_outbox(const std::string& relay_id, int limit,
+                                                        std::chrono::milliseconds lease) = 0;
   virtual Status mark_outbox_sent(const std::vector<int64_t>& seqs) = 0;
   virtual Result<int64_t> outbox_backlog() = 0;
 

@@ -71,6 +71,11 @@ Status DevKafkaBroker::set_partition_leader(const std::string& topic, int partit
                      "cannot move the leader of " + topic);
 }
 
+Status DevKafkaBroker::set_broker_rtt(int broker_id, std::chrono::milliseconds rtt) {
+  if (!cluster_) return Error(ErrorCode::kFailedPrecondition, "the dev broker is stopped");
+  return mock_status(rd_kafka_mock_broker_set_rtt(cluster_, broker_id, static_cast<int>(rtt.count())), "broker rtt");
+}
+
 void DevKafkaBroker::push_request_errors(int api_key, int count, int error_code) {
   if (!cluster_ || count <= 0) return;
   std::vector<rd_kafka_resp_err_t> errors(static_cast<size_t>(count), static_cast<rd_kafka_resp_err_t>(error_code));

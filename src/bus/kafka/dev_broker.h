@@ -12,6 +12,7 @@
 // Thread-safety: all methods may be called from any thread (librdkafka's mock API is).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -51,6 +52,8 @@ class DevKafkaBroker {
   Status set_broker_down(int broker_id);
   Status set_broker_up(int broker_id);
   Status set_partition_leader(const std::string& topic, int partition, int broker_id);
+  // A slow broker: every response from broker_id is delayed by rtt (0 = normal again).
+  Status set_broker_rtt(int broker_id, std::chrono::milliseconds rtt);
   // The next `count` requests of Kafka API `api_key` (e.g. 0 = Produce, 1 = Fetch, 8 =
   // OffsetCommit) fail with Kafka error code `error_code`.
   void push_request_errors(int api_key, int count, int error_code);

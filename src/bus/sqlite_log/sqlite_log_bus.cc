@@ -307,9 +307,10 @@ Status SqliteLogBus::ping() { return db_.read([](SqliteConnection& c) { return c
 Result<int64_t> SqliteLogBus::trim() {
   int64_t deleted = 0;
   auto st = db_.write([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("DELETE FROM bus_log WHERE offset < (SELECT MIN(o.next_offset) FROM bus_offsets o"
+    auto q = c.prepare("DELETE FROM bus_log WHERE created_at < ? AND offset < (SELECT MIN(o.next_offset) FROM bus_offsets o"
                        " WHERE o.topic = bus_log.topic AND o.partition = bus_log.partition)");
     if (!q) return std::move(q).error();
+    (*q)->bind(1, to_ms(clock_.now()) - static_cast<int64_t>(options_.retention.count()));
     if (auto r = (*q)->run(); !r) return r;
     deleted = c.changes();
     return {};

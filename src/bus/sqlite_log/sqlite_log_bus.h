@@ -9,7 +9,10 @@
 //
 // Wake-ups: an append wakes this process's waiting consumers when its transaction commits;
 // other processes' messages are noticed within `cross_process_poll` (no busy polling).
-// Retention: trim() deletes messages below the slowest group's committed offset of each partition.
+// Retention: trim() deletes a message once every group that has joined the topic committed past it
+// AND it is older than `retention` (like Kafka's retention.ms), so a group that joins later (a new
+// stage, a thumbnail worker started tomorrow) still finds the last `retention` of messages. A group
+// joining for the first time starts at the oldest message still stored (auto.offset.reset=earliest).
 //
 // Thread-safe. The SqliteDatabase must outlive the bus and its consumers.
 #pragma once
@@ -31,6 +34,7 @@ struct SqliteLogOptions {
   std::chrono::milliseconds member_timeout{10000};                  // a silent member leaves the group
   std::chrono::milliseconds heartbeat_interval{2000};
   std::chrono::milliseconds cross_process_poll{100};                // how soon other processes' events are seen
+  std::chrono::milliseconds retention{std::chrono::hours(6)};       // bus.retention_s: kept at least this long
 };
 
 class SqliteLogBus final : public EventBus {
@@ -46,7 +50,7 @@ class SqliteLogBus final : public EventBus {
 
   // Appends inside an open write transaction (the metadata store's outbox hook).
   Status append(SqliteConnection& c, const OutboxMessage& message);
-  // Deletes fully consumed messages; returns how many were deleted.
+  // Deletes messages consumed by every group and older than the retention; returns how many.
   Result<int64_t> trim();
   // Messages currently stored (all topics).
   Result<int64_t> stored_messages();

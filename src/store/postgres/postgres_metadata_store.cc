@@ -180,10 +180,10 @@ CREATE TABLE rate_buckets (
   updated_ms BIGINT NOT NULL
 );
 )sql"},
+    // Which relay holds a claimed row: a relay renews its own claims and never passes another's.
+    {4, "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"},
 };
 
-// How long a relay owns the outbox rows it took; a relay that died releases them by expiry.
-constexpr int64_t kOutboxLeaseMs = 5000;
 
 constexpr const char* kImageColumns =
     "image_id, tenant_id, file_name, storage_path, file_size, content_type, sha256, width, height,"
@@ -1012,22 +1012,30 @@ Result<std::optional<double>> PostgresMetadataStore::recent_step_duration_ms(con
   return out;
 }
 
-Result<std::vector<OutboxRow>> PostgresMetadataStore::pending_outbox(int limit) {
+Result<std::vector<OutboxRow>> PostgresMetadataStore::pending_outbox(const std::string& relay_id, int limit,
+                                                                     std::chrono::milliseconds lease) {
   std::vector<OutboxRow> out;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
     out.clear();
     const int64_t now = to_ms(impl_->clock.now());
-    // Claim in one statement; SKIP LOCKED lets concurrent relays take disjoint rows without
-    // waiting, and a row another relay claimed meanwhile fails the re-checked WHERE.
+    // FOR UPDATE (no SKIP LOCKED): a relay claiming at the same moment makes this one wait and then
+    // see its claim, so two relays never take interleaved rows.
     auto r = w.exec_params(
-        "UPDATE outbox SET claimed_until = $1 WHERE seq IN (SELECT seq FROM outbox WHERE sent_at IS NULL"
-        " AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
-        " RETURNING seq, topic, key, headers, payload",
-        now + kOutboxLeaseMs, now, static_cast<int64_t>(std::max(0, limit)));
-    for (const auto& row : r)
+        "SELECT seq, topic, key, headers, payload, claimed_by, claimed_until FROM outbox WHERE sent_at IS NULL"
+        " ORDER BY seq LIMIT $1 FOR UPDATE",
+        static_cast<int64_t>(std::max(0, limit)));
+    std::string seqs = "{";
+    for (const auto& row : r) {
+      const bool held_by_other = !row[6].is_null() && int64(row[6]) >= now && text(row[5]) != relay_id;
+      if (held_by_other) break;  // never publish past another relay's rows
       out.push_back(OutboxRow{int64(row[0]), OutboxMessage{text(row[1]), text(row[2]), bytes(row[4]),
                                                            headers_from_json(text(row[3]))}});
-    std::sort(out.begin(), out.end(), [](const OutboxRow& a, const OutboxRow& b) { return a.seq < b.seq; });
+      seqs += (out.size() > 1 ? "," : "") + std::to_string(out.back().seq);
+    }
+    seqs += "}";
+    if (!out.empty())
+      w.exec_params("UPDATE outbox SET claimed_by = $1, claimed_until = $2 WHERE seq = ANY($3::bigint[])", relay_id,
+                    now + static_cast<int64_t>(lease.count()), seqs);
     return {};
   });
   if (!st) return std::move(st).error();

@@ -92,7 +92,8 @@ class PostgresMetadataStore final : public MetadataStore {
   Status delete_image(const std::string& tenant_id, const std::string& image_id) override;
   Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
   Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;
-  Result<std::vector<OutboxRow>> pending_outbox(int limit) override;
+  Result<std::vector<OutboxRow>> pending_outbox(const std::string& relay_id, int limit,
+                                                std::chrono::milliseconds lease) override;
   Status mark_outbox_sent(const std::vector<int64_t>& seqs) override;
   Result<int64_t> outbox_backlog() override;
   Result<int> release_due_retries(Timestamp now, int limit) override;

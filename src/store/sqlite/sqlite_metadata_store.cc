@@ -9,8 +9,6 @@ namespace {
 
 int64_t to_ms(Timestamp t) { return t.time_since_epoch().count(); }
 
-// How long a relay owns the outbox rows it took; a relay that died releases them by expiry.
-constexpr int64_t kOutboxLeaseMs = 5000;
 Timestamp from_ms(int64_t ms) { return Timestamp(std::chrono::milliseconds(ms)); }
 
 std::string join_models(const std::vector<std::string>& models) {
@@ -145,6 +143,8 @@ UPDATE api_keys SET id = 'key_' || substr(key_sha256, 1, 16) WHERE id IS NULL;
 CREATE UNIQUE INDEX api_keys_id ON api_keys(id);
 CREATE INDEX api_keys_tenant ON api_keys(tenant_id, created_at);
 )sql"},
+      // Which relay holds a claimed row: a relay renews its own claims and never passes another's.
+      {4, "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"},
   };
   return kMigrations;
 }
@@ -734,27 +734,32 @@ Result<std::optional<double>> SqliteMetadataStore::recent_step_duration_ms(const
   return out;
 }
 
-Result<std::vector<OutboxRow>> SqliteMetadataStore::pending_outbox(int limit) {
+Result<std::vector<OutboxRow>> SqliteMetadataStore::pending_outbox(const std::string& relay_id, int limit,
+                                                                   std::chrono::milliseconds lease) {
   std::vector<OutboxRow> out;
   const int64_t now = to_ms(clock_.now());
   auto st = db_.write([&](SqliteConnection& c) -> Status {
-    auto q = c.prepare("SELECT seq, topic, key, headers, payload FROM outbox WHERE sent_at IS NULL"
-                       " AND (claimed_until IS NULL OR claimed_until < ?) ORDER BY seq LIMIT ?");
+    out.clear();
+    auto q = c.prepare("SELECT seq, topic, key, headers, payload, claimed_by, claimed_until FROM outbox"
+                       " WHERE sent_at IS NULL ORDER BY seq LIMIT ?");
     if (!q) return std::move(q).error();
-    (*q)->bind(1, now).bind(2, static_cast<int64_t>(limit));
+    (*q)->bind(1, static_cast<int64_t>(limit));
     while (true) {
       auto row = (*q)->step();
       if (!row) return std::move(row).error();
       if (!*row) break;
+      const bool held_by_other = !(*q)->is_null(6) && (*q)->int64(6) >= now && (*q)->text(5) != relay_id;
+      if (held_by_other) break;  // never publish past another relay's rows
       out.push_back(OutboxRow{(*q)->int64(0),
                               OutboxMessage{(*q)->text(1), (*q)->text(2), (*q)->text(4),
                                             headers_from_json((*q)->text(3))}});
     }
-    auto claim = c.prepare("UPDATE outbox SET claimed_until = ? WHERE seq = ?");
+    (*q)->reset();
+    auto claim = c.prepare("UPDATE outbox SET claimed_by = ?, claimed_until = ? WHERE seq = ?");
     if (!claim) return std::move(claim).error();
     for (const auto& r : out) {
       (*claim)->reset();
-      (*claim)->bind(1, now + kOutboxLeaseMs).bind(2, r.seq);
+      (*claim)->bind(1, relay_id).bind(2, now + lease.count()).bind(3, r.seq);
       if (auto s = (*claim)->run(); !s) return s;
     }
     return {};

@@ -21,6 +21,7 @@ class SqliteLogBusTest : public ::testing::Test {
     db_ = std::move(SqliteDatabase::open(dir_ / "bus.db")).value();
     SqliteLogOptions o;
     o.partitions = 4;
+    o.retention = 0ms;  // trim as soon as every group consumed (retention has its own test)
     bus_ = std::move(SqliteLogBus::open(*db_, clock_, random_, o)).value();
   }
   void TearDown() override {
@@ -141,6 +142,59 @@ TEST_F(SqliteLogBusTest, EveryGroupGetsEveryMessageAndLagCountsTheRest) {
   for (const auto& m : b) ASSERT_TRUE(g2->commit(m).ok());
   EXPECT_EQ(*bus_->trim(), 6);
   EXPECT_EQ(*bus_->stored_messages(), 0);
+}
+
+TEST(SqliteLogBusRetention, AGroupThatJoinsLaterStartsAtTheOldestMessageAndFindsTheRetainedOnes) {
+  const auto dir = testing::make_temp_dir("deeplens-bus-retention");
+  auto db = std::move(SqliteDatabase::open(dir / "bus.db")).value();
+  ManualClock clock(Timestamp(std::chrono::hours(24 * 365 * 56)));
+  SystemRandom random;
+  SqliteLogOptions o;
+  o.partitions = 2;
+  o.retention = std::chrono::hours(6);
+  auto bus = std::move(SqliteLogBus::open(*db, clock, random, o)).value();
+  auto subscribe = [&](const std::string& group) {
+    return std::move(bus->subscribe(ConsumerOptions{group, {"t"}, 100})).value();
+  };
+  auto drain = [](Consumer& c, size_t want) {
+    std::vector<BusMessage> got;
+    testing::wait_until([&] {
+      auto batch = c.poll(50ms);
+      if (batch) got.insert(got.end(), batch->begin(), batch->end());
+      return got.size() >= want;
+    }, 5s);
+    return got;
+  };
+  auto early = subscribe("early");
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(bus->publish({"t", "k" + std::to_string(i), "old" + std::to_string(i), {}}).ok());
+  for (const auto& m : drain(*early, 4)) ASSERT_TRUE(early->commit(m).ok());
+  // Everything is consumed by the only group so far, but younger than the retention: kept.
+  EXPECT_EQ(*bus->trim(), 0);
+  auto late = subscribe("late");  // a new stage, started an hour later
+  clock.advance(std::chrono::hours(1));
+  EXPECT_EQ(drain(*late, 4).size(), 4u) << "a group that joined later lost messages within the retention";
+
+  // Past the retention and consumed by every group that joined: deleted. A group that joins after
+  // that starts at the oldest message still stored, so it sees only what came later.
+  for (int i = 0; i < 2; ++i) ASSERT_TRUE(bus->publish({"t", "k" + std::to_string(i), "new" + std::to_string(i), {}}).ok());
+  for (const auto& m : drain(*early, 2)) ASSERT_TRUE(early->commit(m).ok());
+  late->close();  // "late" never committed: its place still holds the old messages
+  clock.advance(std::chrono::hours(6));
+  EXPECT_EQ(*bus->trim(), 0) << "a group that joined and has not consumed must keep its messages";
+  auto late_again = subscribe("late");
+  auto all = drain(*late_again, 6);
+  ASSERT_EQ(all.size(), 6u);
+  for (const auto& m : all) ASSERT_TRUE(late_again->commit(m).ok());
+  EXPECT_EQ(*bus->trim(), 4);  // the old ones: consumed by both and older than 6 h; the new ones are not
+  auto newest = subscribe("newest");
+  auto rest = drain(*newest, 2);
+  ASSERT_EQ(rest.size(), 2u);
+  for (const auto& m : rest) EXPECT_EQ(m.payload.substr(0, 3), "new");
+  early->close();
+  late_again->close();
+  newest->close();
+  bus.reset();
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(SqliteLogBusTest, PollWakesUpPromptlyOnPublishAndOnWake) {

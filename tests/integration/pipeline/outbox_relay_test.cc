@@ -66,5 +66,29 @@ TEST(OutboxRelay, ARefusedMessageIsPublishedAgainAndNothingAfterItIsSkipped) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(OutboxRelay, AfterAPartlyFailedBatchNoLaterRowOvertakesTheUnsentOnes) {
+  const auto dir = testing::make_temp_dir("deeplens-relay");
+  SystemClock clock;
+  auto db = std::move(SqliteDatabase::open(dir / "deeplens.db")).value();
+  auto store = std::move(SqliteMetadataStore::open(*db, clock)).value();
+  ASSERT_TRUE(store->transact([](MetadataTx& tx) -> Status {
+    for (int i = 0; i < 9; ++i)  // one key: every event of one image
+      if (auto st = tx.enqueue(OutboxMessage{"t", "img_1", std::to_string(i), {}}); !st) return st;
+    return {};
+  }).ok());
+  FlakyBus bus(3);  // the first batch (0, 1, 2): 0 and 1 delivered, 2 refused
+  Metrics metrics;
+  OutboxRelayOptions o;
+  o.batch = 3;
+  o.initial_backoff = 10ms;
+  OutboxRelay relay(*store, bus, metrics, o);
+  ASSERT_TRUE(relay.start().ok());
+  ASSERT_TRUE(testing::wait_until([&] { auto n = store->outbox_backlog(); return n.ok() && *n == 0; }, 10s));
+  relay.stop();
+  // The relay's next round starts again at "2", which it still holds, instead of taking "3".."5".
+  EXPECT_EQ(bus.payloads(), (std::vector<std::string>{"0", "1", "2", "3", "4", "5", "6", "7", "8"}));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace deeplens

@@ -425,7 +425,7 @@ TEST_P(StoreConformanceTest, ImageQuotaRefusesTheImageBeyondItAndWritesNothing) 
   EXPECT_EQ(fourth.error().context.at("limit"), "3");
   EXPECT_EQ(store().get_image("acme-corp", "img_4").error().code, ErrorCode::kNotFound);
   EXPECT_EQ(backlog(), 3);
-  auto pending = store().pending_outbox(10);
+  auto pending = store().pending_outbox("relay", 10, 30s);
   ASSERT_OK(pending);
   for (const auto& row : *pending) EXPECT_NE(row.message.key, "img_4");
   auto acme = store().get_tenant("acme-corp");
@@ -550,7 +550,7 @@ TEST_P(StoreConformanceTest, CreateImageWritesExactlyOneOutboxRow) {
   EXPECT_EQ(out->kind, CreateImageOutcome::Kind::kCreated);
   EXPECT_EQ(out->image.image_id, "img_1");
 
-  auto pending = store().pending_outbox(10);
+  auto pending = store().pending_outbox("relay", 10, 30s);
   ASSERT_OK(pending);
   ASSERT_EQ(pending->size(), 1u);
   const OutboxMessage expected = event_for(image);
@@ -864,7 +864,7 @@ TEST_P(StoreConformanceTest, OutboxIsRelayedInOrderAndSentRowsLeave) {
     return {};
   }));
   EXPECT_EQ(backlog(), 5);
-  auto first = store().pending_outbox(3);
+  auto first = store().pending_outbox("relay-a", 3, 30s);
   ASSERT_OK(first);
   ASSERT_EQ(first->size(), 3u);
   EXPECT_EQ((*first)[0].message.topic, "deeplens.images.uploaded");
@@ -877,30 +877,34 @@ TEST_P(StoreConformanceTest, OutboxIsRelayedInOrderAndSentRowsLeave) {
   ASSERT_OK(store().mark_outbox_sent({(*first)[0].seq, (*first)[1].seq}));
   ASSERT_OK(store().mark_outbox_sent({}));
   EXPECT_EQ(backlog(), 3);
-  // The third row is still claimed by the first call (a relay that took it and has not confirmed
-  // yet): another call gets only the rows nobody holds.
-  auto rest = store().pending_outbox(10);
-  ASSERT_OK(rest);
-  ASSERT_EQ(rest->size(), 2u);
-  EXPECT_EQ((*rest)[0].message.payload, "{\"n\":3}");
-  EXPECT_EQ((*rest)[1].message.payload, "{\"n\":4}");
-  EXPECT_TRUE(store().pending_outbox(10)->empty());
-  ASSERT_OK(store().mark_outbox_sent({(*rest)[0].seq, (*rest)[1].seq}));
-  EXPECT_EQ(backlog(), 1);
+  // The third row is still relay-a's (taken, not confirmed): another relay must not publish past it,
+  // or a later event could overtake an earlier one of the same image.
+  EXPECT_TRUE(store().pending_outbox("relay-b", 10, 30s)->empty());
+  // relay-a itself starts again from its first unsent row, renews it, and takes what follows.
+  clock_.advance(20s);
+  auto again = store().pending_outbox("relay-a", 10, 30s);
+  ASSERT_OK(again);
+  ASSERT_EQ(again->size(), 3u);
+  EXPECT_EQ((*again)[0].seq, (*first)[2].seq);
+  EXPECT_EQ((*again)[1].message.payload, "{\"n\":3}");
+  EXPECT_EQ((*again)[2].message.payload, "{\"n\":4}");
 
-  // The unconfirmed row comes back once its lease (5 s) has passed.
-  clock_.advance(4s);
-  EXPECT_TRUE(store().pending_outbox(10)->empty());
+  // The lease runs from the renewal: after 29 s the rows are still relay-a's, after 30 s relay-b
+  // takes them over (relay-a died).
+  clock_.advance(29s);
+  EXPECT_TRUE(store().pending_outbox("relay-b", 10, 30s)->empty());
   clock_.advance(1001ms);
-  auto expired = store().pending_outbox(10);
+  auto expired = store().pending_outbox("relay-b", 10, 30s);
   ASSERT_OK(expired);
-  ASSERT_EQ(expired->size(), 1u);
+  ASSERT_EQ(expired->size(), 3u);
   EXPECT_EQ((*expired)[0].seq, (*first)[2].seq);
   EXPECT_EQ((*expired)[0].message.payload, "{\"n\":2}");
-  ASSERT_OK(store().mark_outbox_sent({(*expired)[0].seq}));
+  std::vector<int64_t> seqs;
+  for (const auto& r : *expired) seqs.push_back(r.seq);
+  ASSERT_OK(store().mark_outbox_sent(seqs));
   EXPECT_EQ(backlog(), 0);
   clock_.advance(1h);
-  EXPECT_TRUE(store().pending_outbox(10)->empty());
+  EXPECT_TRUE(store().pending_outbox("relay-a", 10, 30s)->empty());
 }
 
 TEST_P(StoreConformanceTest, ScheduledRetriesAreReleasedWhenDueAndNotBefore) {
@@ -921,7 +925,7 @@ TEST_P(StoreConformanceTest, ScheduledRetriesAreReleasedWhenDueAndNotBefore) {
   auto one = store().release_due_retries(kT0 + 1000ms, 10);
   ASSERT_OK(one);
   EXPECT_EQ(*one, 1);
-  auto pending = store().pending_outbox(10);
+  auto pending = store().pending_outbox("relay", 10, 30s);
   ASSERT_OK(pending);
   ASSERT_EQ(pending->size(), 1u);
   EXPECT_EQ((*pending)[0].message.key, "img_early");
@@ -941,7 +945,7 @@ TEST_P(StoreConformanceTest, DeadLettersAreListedAndReplayed) {
   create(make_image("img_dl"));
   create(make_image("img_done"));
   {
-    auto uploaded = store().pending_outbox(10);
+    auto uploaded = store().pending_outbox("relay", 10, 30s);
     ASSERT_OK(uploaded);
     ASSERT_EQ(uploaded->size(), 2u);
     ASSERT_OK(store().mark_outbox_sent({(*uploaded)[0].seq, (*uploaded)[1].seq}));
@@ -1001,7 +1005,7 @@ TEST_P(StoreConformanceTest, DeadLettersAreListedAndReplayed) {
   ASSERT_OK(store().replay_dead_letter(first.id, message("img_dl", "{\"replay\":1}")));
   EXPECT_EQ(status_of("img_dl"), ImageStatus::kProcessing);
   EXPECT_EQ(store().get_image("acme-corp", "img_dl")->error_code, "");
-  auto pending = store().pending_outbox(10);
+  auto pending = store().pending_outbox("relay", 10, 30s);
   ASSERT_OK(pending);
   ASSERT_EQ(pending->size(), 1u);
   EXPECT_EQ((*pending)[0].message.payload, "{\"replay\":1}");
@@ -1310,22 +1314,30 @@ TEST_F(PostgresStoreTest, ConcurrentRelaysPublishEveryOutboxRowOnce) {
   std::mutex mu;
   std::multiset<std::string> published;
   std::atomic<int> failures{0};
+  std::vector<int64_t> order;  // seqs in the order the relays published them
   std::vector<std::thread> relays;
   for (int t = 0; t < 4; ++t) {
-    relays.emplace_back([&] {
+    relays.emplace_back([&, t] {
+      const std::string relay = "relay-" + std::to_string(t);
       while (true) {
-        auto batch = store().pending_outbox(16);
+        auto batch = store().pending_outbox(relay, 16, 30s);
         if (!batch) {
           ++failures;
           return;
         }
-        if (batch->empty()) return;
+        if (batch->empty()) {
+          auto left = store().outbox_backlog();
+          if (!left || *left == 0) return;
+          std::this_thread::yield();  // another relay holds the head of the outbox
+          continue;
+        }
         std::vector<int64_t> seqs;
         {
           std::lock_guard lock(mu);
           for (const auto& r : *batch) {
             published.insert(r.message.payload);
             seqs.push_back(r.seq);
+            order.push_back(r.seq);
           }
         }
         if (!store().mark_outbox_sent(seqs)) ++failures;
@@ -1334,6 +1346,7 @@ TEST_F(PostgresStoreTest, ConcurrentRelaysPublishEveryOutboxRowOnce) {
   }
   for (auto& r : relays) r.join();
   EXPECT_EQ(failures.load(), 0);
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end())) << "a relay published past another's rows";
   EXPECT_EQ(published.size(), static_cast<size_t>(kRows));
   for (int i = 0; i < kRows; ++i) EXPECT_EQ(published.count(std::to_string(i)), 1u) << i;
   EXPECT_EQ(*store().outbox_backlog(), 0);
@@ -1372,8 +1385,8 @@ TEST_F(PostgresStoreTest, MigrationsAreRecordedAndReopeningIsANoOp) {
   pqxx::connection c(harness_->url());
   pqxx::nontransaction n(c);
   auto r = n.exec("SELECT component, version FROM schema_migrations ORDER BY version");
-  ASSERT_EQ(r.size(), 3u);
-  for (int i = 0; i < 3; ++i) {
+  ASSERT_EQ(r.size(), 4u);
+  for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(r[i][0].as<std::string>(), "metadata");
     EXPECT_EQ(r[i][1].as<int>(), i + 1);
   }
@@ -1395,6 +1408,7 @@ CREATE TABLE api_keys (key_sha256 TEXT COLLATE "C" PRIMARY KEY,
                        tenant_id TEXT COLLATE "C" NOT NULL REFERENCES tenants(id), created_at BIGINT NOT NULL);
 CREATE TABLE images (image_id TEXT COLLATE "C" PRIMARY KEY, tenant_id TEXT COLLATE "C" NOT NULL,
                      file_size BIGINT NOT NULL);
+CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, claimed_until BIGINT);
 INSERT INTO tenants VALUES ('acme-corp', 1), ('globex', 2);
 INSERT INTO api_keys VALUES ('0123456789abcdef0123456789abcdef', 'acme-corp', 3);
 INSERT INTO images VALUES ('img_1', 'acme-corp', 100), ('img_2', 'acme-corp', 250), ('img_3', 'initech', 7);
@@ -1493,7 +1507,7 @@ TEST_F(PostgresStoreTest, SurvivesAServerRestartWithoutLosingAcknowledgedWrites)
     cursor = page->next_cursor;
   } while (!cursor.empty());
   for (const auto& id : acknowledged) EXPECT_TRUE(stored.contains(id)) << id << " was acknowledged but is gone";
-  auto pending = store().pending_outbox(100000);
+  auto pending = store().pending_outbox("relay", 100000, 30s);
   ASSERT_OK(pending);
   std::multiset<std::string> event_keys;
   for (const auto& r : *pending) event_keys.insert(r.message.key);
