@@ -11,6 +11,7 @@
 #include "api/route_match.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "pipeline/delete.h"
 #include "pipeline/ingest.h"
 #include "pipeline/search.h"
 #include "pipeline/status.h"
@@ -501,23 +502,8 @@ HttpResponse ApiService::list_images(HttpRequest& req) {
 }
 
 HttpResponse ApiService::delete_image(HttpRequest& req) {
-  const std::string id = req.params["id"];
-  auto image = ctx_.store.get_image(req.tenant_id, id);
-  if (!image) {
-    if (image.error().code == ErrorCode::kNotFound) return HttpResponse{204, "application/json", "", {}};  // idempotent
-    return error_from(image.error());
-  }
-  // Rows first, so the pipeline stops touching the image; then its vectors and blobs.
-  if (auto st = ctx_.store.delete_image(req.tenant_id, id); !st && st.error().code != ErrorCode::kNotFound)
-    return error_from(st.error());
-  for (const auto& model : image->models)
-    if (VectorIndex* index = ctx_.vectors.find_collection(collection_name(req.tenant_id, model)))
-      if (auto st = index->remove(id); !st) log_warn("delete.vector_failed", {{"imageId", id}, {"error", st.error().to_string()}});
-  for (const auto& key : {image->storage_path, image->thumbnail_path})
-    if (!key.empty())
-      if (auto st = ctx_.blobs.remove(key); !st) log_warn("delete.blob_failed", {{"imageId", id}, {"error", st.error().to_string()}});
-  log_info("image.deleted", {{"tenantId", req.tenant_id}, {"imageId", id}});
-  return HttpResponse{204, "application/json", "", {}};
+  if (auto st = deeplens::delete_image(ctx_, req.tenant_id, req.params["id"]); !st) return error_from(st.error());
+  return HttpResponse{204, "application/json", "", {}};  // also when absent: idempotent
 }
 
 HttpResponse ApiService::search(HttpRequest& req) {

@@ -132,10 +132,19 @@ Status Node::start_pipeline() {
   if (relay_)  // stop() stopped it with the stages; a no-op when it is running
     if (auto st = relay_->start(); !st) return st;
   pipeline_ = std::make_unique<Pipeline>(*bus_, *context_, options_.run);
-  return pipeline_->start();
+  if (auto st = pipeline_->start(); !st) return st;
+  if (options_.sweeper) {
+    SweeperOptions so = *options_.sweeper;
+    so.sweep_vectors = so.sweep_vectors && options_.open_vectors;
+    sweeper_ = std::make_unique<Sweeper>(*context_, so);
+    sweeper_->start();
+  }
+  return {};
 }
 
 void Node::stop() {
+  if (sweeper_) sweeper_->stop();
+  sweeper_.reset();
   if (pipeline_) pipeline_->stop();
   pipeline_.reset();
   if (relay_) relay_->stop();

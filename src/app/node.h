@@ -23,6 +23,7 @@
 #include "pipeline/outbox_relay.h"
 #include "common/metrics.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/sweeper.h"
 #include "store/sqlite/sqlite_metadata_store.h"
 #include "vectors/hnsw/hnsw_store.h"
 
@@ -43,6 +44,8 @@ struct NodeOptions {
   // The HNSW store is single-process (it locks its folder): only the process that runs the index
   // stage (and serves search) opens it; false for CLI operator commands and extract-only workers.
   bool open_vectors = true;
+  // Orphan sweeping (blobs, vectors, spool files), in processes that serve HTTP; none when absent.
+  std::optional<SweeperOptions> sweeper;
 };
 
 class Node {
@@ -63,6 +66,7 @@ class Node {
   VectorStore& vectors() { return *vectors_; }
   PipelineContext& context() { return *context_; }
   Pipeline* pipeline() { return pipeline_.get(); }
+  Sweeper* sweeper() { return sweeper_.get(); }
   Metrics& metrics() { return metrics_; }
   IdGenerator& ids() { return ids_; }
 
@@ -84,6 +88,7 @@ class Node {
   std::unique_ptr<VectorStore> vectors_;
   std::unique_ptr<PipelineContext> context_;
   std::unique_ptr<Pipeline> pipeline_;
+  std::unique_ptr<Sweeper> sweeper_;
   bool checkpointed_ = false;  // stop() checkpoints the vectors once
 };
 

@@ -83,7 +83,7 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   init_logging(*logging);
   auto rt = std::make_unique<Runtime>(std::move(config).value());
   const Config& c = rt->config;
-  for (const char* key : {"server.threads", "upload.max_bytes", "upload.max_pixels", "upload.max_edge",
+  for (const char* key : {"sweep.interval_s", "server.threads", "upload.max_bytes", "upload.max_pixels", "upload.max_edge",
                           "pipeline.max_attempts", "pipeline.extract_workers", "pipeline.extract_batch",
                           "pipeline.index_workers"})
     if (c.integer(key) < 1)
@@ -112,6 +112,13 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
     o.postgres_url = metadata;
   }
   if (role == Role::kServe) o.run.stages = StageSet{};
+  if (role == Role::kServe || role == Role::kApi) {
+    SweeperOptions so;
+    so.grace = std::chrono::seconds(c.integer("sweep.grace_s"));
+    so.interval = std::chrono::seconds(c.integer("sweep.interval_s"));
+    so.spool_dir = std::filesystem::path(c.str("data_dir")) / "spool";
+    o.sweeper = so;
+  }
   o.open_vectors = role == Role::kServe || ((role == Role::kApi || role == Role::kWorker) && o.run.stages.index);
   o.connect_bus = role != Role::kOperator;
   if (role != Role::kOperator) {

@@ -36,6 +36,8 @@ const std::array kKeys = {
     ConfigKeySpec{"limits.max_bytes", kInt, "0", "default per-tenant limit of original-image bytes stored (0 = unlimited)"},
     ConfigKeySpec{"limits.upload_rate", kDouble, "0", "default per-tenant uploads per second (token bucket; 0 = unlimited)"},
     ConfigKeySpec{"limits.search_rate", kDouble, "0", "default per-tenant searches per second (0 = unlimited)"},
+    ConfigKeySpec{"sweep.grace_s", kInt, "3600", "orphan sweeper: blobs and spool files younger than this are never touched"},
+    ConfigKeySpec{"sweep.interval_s", kInt, "3600", "orphan sweeper: seconds between passes (one also runs at start)"},
     ConfigKeySpec{"auth.default_tenant", kString, "default", "tenant created on first start"},
     ConfigKeySpec{"auth.default_key", kString, "", "API key for the default tenant (else one is generated and printed once)"},
     ConfigKeySpec{"log.level", kString, "info", "debug, info, warn or error"},

@@ -16,6 +16,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/clock.h"
 #include "common/result.h"
@@ -33,6 +34,11 @@ class BlobWriter {
   virtual Status commit(const std::string& key) = 0;
 };
 
+struct BlobEntry {
+  std::string key;
+  Timestamp modified;  // when the blob was last written
+};
+
 class BlobStore {
  public:
   virtual ~BlobStore() = default;
@@ -42,6 +48,8 @@ class BlobStore {
   virtual Result<std::string> read(const std::string& key) = 0;  // kNotFound when absent
   virtual Status remove(const std::string& key) = 0;             // absent is OK (idempotent)
   virtual bool exists(const std::string& key) = 0;
+  // Every committed blob whose key starts with prefix (not writes in progress), in no order.
+  virtual Result<std::vector<BlobEntry>> list(const std::string& prefix) = 0;
   // What the spec's events call filePath / storageProvider for this key.
   virtual std::string file_path(const std::string& key) const = 0;
   virtual std::string provider_type() const = 0;   // "local", "azure_blob"

@@ -177,8 +177,9 @@ std::pair<int, int> oriented_size(const ImageInfo& info) {
 }
 
 Status check_pixel_limits(int64_t width, int64_t height, const ImageLimits& limits) {
-  const int64_t pixels = width * height;
-  if (pixels > limits.max_pixels) {
+  // A PNG header declares each side in 32 bits (up to 2^32-1): the product needs 64 unsigned bits.
+  const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+  if (limits.max_pixels < 0 || pixels > static_cast<uint64_t>(limits.max_pixels)) {
     return limit_error("too_many_pixels",
                        "the image is " + std::to_string(width) + "x" + std::to_string(height) +
                            " = " + std::to_string(pixels) + " pixels; the limit is " +

@@ -223,15 +223,26 @@ Status ThumbnailStage::handle_one(const BusMessage& msg) {
   }
   const std::string key = blob_key("thumbnails", tenant, image_id, "jpg", image->created_at);
   if (auto st = ctx_.blobs.put(key, *thumb); !st) return st;
-  return ctx_.store.transact([&](MetadataTx& tx) -> Status {
+  bool image_gone = false;
+  auto st = ctx_.store.transact([&](MetadataTx& tx) -> Status {
+    image_gone = false;
     auto processed = tx.is_processed(groups::kThumbnailer, ev.envelope.event_id);
     if (!processed) return std::move(processed).error();
     if (*processed) return {};
     if (auto st = tx.mark_processed(groups::kThumbnailer, ev.envelope.event_id); !st) return st;
     auto current = tx.get_image(image_id);
-    if (!current) return current.error().code == ErrorCode::kNotFound ? Status() : Status(std::move(current).error());
+    if (!current) {
+      image_gone = current.error().code == ErrorCode::kNotFound;
+      return image_gone ? Status() : Status(std::move(current).error());
+    }
     return tx.set_thumbnail(image_id, key);
   });
+  // Deleted while the thumbnail was made: its blob must not outlive the image (delete_image may
+  // have run before the put, so it cannot be left to it).
+  if (st && image_gone)
+    if (auto removed = ctx_.blobs.remove(key); !removed)
+      log_warn("thumbnail.cleanup_failed", {{"imageId", image_id}, {"error", removed.error().to_string()}});
+  return st;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -462,13 +473,18 @@ Status IndexStage::handle_one(const BusMessage& msg) {
   const RetryPolicy policy = ev.retry_policy.value_or(ctx_.options.retry);
   const std::string correlation = ev.envelope.correlation_id.value_or(ev.envelope.event_id);
 
-  return ctx_.store.transact([&](MetadataTx& tx) -> Status {
+  bool image_gone = false;
+  auto committed = ctx_.store.transact([&](MetadataTx& tx) -> Status {
+    image_gone = false;
     auto again = tx.is_processed(groups::kIndexer, ev.envelope.event_id);
     if (!again) return std::move(again).error();
     if (*again) return {};
     if (auto s = tx.mark_processed(groups::kIndexer, ev.envelope.event_id); !s) return s;
     auto current = tx.get_image(image_id);
-    if (!current) return current.error().code == ErrorCode::kNotFound ? Status() : Status(std::move(current).error());
+    if (!current) {
+      image_gone = current.error().code == ErrorCode::kNotFound;
+      return image_gone ? Status() : Status(std::move(current).error());
+    }
     const Timestamp now = ctx_.clock.now();
     StepRecord step;
     step.image_id = image_id;
@@ -524,6 +540,13 @@ Status IndexStage::handle_one(const BusMessage& msg) {
                          static_cast<double>(done.data.total_processing_time_ms) / 1000.0);
     return tx.enqueue(to_outbox(done));
   });
+  // Deleted between the upsert and this transaction: delete_image removed the image's vectors
+  // before ours was there, so take it out here (in the other order delete_image sees it).
+  if (committed && image_gone && image)
+    if (VectorIndex* index = ctx_.vectors.find_collection(collection))
+      if (auto st = index->remove(image_id); !st)
+        log_warn("index.cleanup_failed", {{"imageId", image_id}, {"error", st.error().to_string()}});
+  return committed;
 }
 
 // ------------------------------------------------------------------------------------------------

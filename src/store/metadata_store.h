@@ -240,6 +240,8 @@ class MetadataStore {
   virtual Result<std::vector<StepRecord>> get_steps(const std::string& image_id) = 0;
   virtual Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
                                         int limit, const std::string& cursor) = 0;
+  // Which of these image ids have a row (any tenant); for sweeping orphans.
+  virtual Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) = 0;
   // Deletes the image's rows (steps included) and takes it off the tenant's usage; kNotFound if absent.
   virtual Status delete_image(const std::string& tenant_id, const std::string& image_id) = 0;
   virtual Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() = 0;

@@ -47,6 +47,8 @@ class VectorIndex {
   virtual Status upsert_batch(std::span<const VectorUpsert> batch);
   // Removes id; removing an absent id is OK (idempotent).
   virtual Status remove(std::string_view id) = 0;
+  // Every id stored, in no order (a snapshot; for sweeping, not for serving).
+  virtual std::vector<std::string> ids() const = 0;
   // The stored (normalised) vector of id, or kNotFound.
   virtual Result<std::vector<float>> get(std::string_view id) const = 0;
   // Up to k hits with score >= min_score, best first.

@@ -58,7 +58,7 @@ bool same_parts(const MultipartBody& a, const MultipartBody& b) {
 
 bool header_safe(std::string_view s) { return s.find_first_of("\r\n;") == std::string_view::npos; }
 
-std::string quoted(std::string_view s) {
+std::string quoted_string(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
     if (c == '"' || c == '\\') out += '\\';
@@ -77,8 +77,8 @@ std::string canonical_body(const MultipartBody& body, std::string_view boundary)
     if (!p.content_type.empty() && p.content_type.find_first_of(" \t") == 0) return "";
     if (!p.content_type.empty() && std::string_view(" \t").find(p.content_type.back()) != std::string_view::npos)
       return "";
-    out += "--" + std::string(boundary) + "\r\nContent-Disposition: form-data; name=" + quoted(p.name);
-    if (p.has_filename) out += "; filename=" + quoted(p.filename);
+    out += "--" + std::string(boundary) + "\r\nContent-Disposition: form-data; name=" + quoted_string(p.name);
+    if (p.has_filename) out += "; filename=" + quoted_string(p.filename);
     out += "\r\n";
     if (!p.content_type.empty()) out += "Content-Type: " + p.content_type + "\r\n";
     out += "\r\n";
@@ -128,7 +128,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (boundary.find_first_of("\r\n") != std::string::npos) return 0;
   const std::string canon = canonical_body(**parsed, boundary);
   if (canon.empty()) return 0;
-  auto reparsed = MultipartBody::parse(canon, "multipart/form-data; boundary=" + quoted(boundary));
+  auto reparsed = MultipartBody::parse(canon, "multipart/form-data; boundary=" + quoted_string(boundary));
   FUZZ_CHECK(reparsed, (reparsed ? "" : ("canonical body does not parse: " + reparsed.error().to_string()).c_str()));
   FUZZ_CHECK(same_parts(**parsed, **reparsed), ("canonical body parses to different parts:\n" + canon).c_str());
   return 0;

@@ -117,6 +117,29 @@ Result<std::unique_ptr<LocalBlobStore>> LocalBlobStore::open(const fs::path& roo
   return std::unique_ptr<LocalBlobStore>(new LocalBlobStore(fs::absolute(root), random));
 }
 
+Result<std::vector<BlobEntry>> LocalBlobStore::list(const std::string& prefix) {
+  std::vector<BlobEntry> out;
+  std::error_code ec;
+  const std::string root = root_.string() + "/";
+  for (auto it = fs::recursive_directory_iterator(root_, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->path().filename() == ".tmp") {
+      it.disable_recursion_pending();  // writes in progress
+      continue;
+    }
+    std::error_code entry_ec;
+    if (!it->is_regular_file(entry_ec)) continue;
+    std::string key = it->path().string().substr(root.size());
+    if (key.rfind(prefix, 0) != 0) continue;
+    const auto written = it->last_write_time(entry_ec);
+    if (entry_ec) continue;  // removed meanwhile
+    const auto wall = std::chrono::file_clock::to_sys(written);
+    out.push_back(BlobEntry{std::move(key), std::chrono::time_point_cast<std::chrono::milliseconds>(wall)});
+  }
+  if (ec) return io_error("list", root_, ec.value());
+  return out;
+}
+
 Result<fs::path> LocalBlobStore::path_for(const std::string& key) const {
   if (!valid_key(key)) return Error(ErrorCode::kInvalidArgument, "invalid blob key").with("key", key);
   return root_ / key;

@@ -22,6 +22,7 @@ class LocalBlobStore final : public BlobStore {
   Result<std::string> read(const std::string& key) override;
   Status remove(const std::string& key) override;
   bool exists(const std::string& key) override;
+  Result<std::vector<BlobEntry>> list(const std::string& prefix) override;
   std::string file_path(const std::string& key) const override;
   std::string provider_type() const override { return "local"; }
   std::string container_name() const override { return root_.string(); }

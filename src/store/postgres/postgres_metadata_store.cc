@@ -973,6 +973,34 @@ Result<ImagePage> PostgresMetadataStore::list_images(const std::string& tenant_i
   return page;
 }
 
+Result<std::vector<std::string>> PostgresMetadataStore::existing_images(const std::vector<std::string>& image_ids) {
+  std::vector<std::string> out;
+  constexpr size_t kChunk = 1000;
+  for (size_t from = 0; from < image_ids.size(); from += kChunk) {
+    // A text[] literal: every element double-quoted, with '"' and '\\' escaped.
+    std::string array = "{";
+    for (size_t i = from; i < std::min(image_ids.size(), from + kChunk); ++i) {
+      array += i > from ? ",\"" : "\"";
+      for (char ch : image_ids[i]) {
+        if (ch == '"' || ch == '\\') array += '\\';
+        array += ch;
+      }
+      array += '"';
+    }
+    array += "}";
+    std::vector<std::string> found;
+    auto st = impl_->run([&](pqxx::work& w) -> Status {
+      found.clear();  // run() may retry
+      for (const auto& row : w.exec_params("SELECT image_id FROM images WHERE image_id = ANY($1::text[])", array))
+        found.push_back(text(row[0]));
+      return {};
+    });
+    if (!st) return std::move(st).error();
+    out.insert(out.end(), found.begin(), found.end());
+  }
+  return out;
+}
+
 Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
   return impl_->run([&](pqxx::work& w) -> Status {
     auto r = w.exec_params("DELETE FROM images WHERE image_id = $1 AND tenant_id = $2 RETURNING file_size", image_id,

@@ -89,6 +89,7 @@ class PostgresMetadataStore final : public MetadataStore {
   Result<std::vector<StepRecord>> get_steps(const std::string& image_id) override;
   Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
                                 int limit, const std::string& cursor) override;
+  Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) override;
   Status delete_image(const std::string& tenant_id, const std::string& image_id) override;
   Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
   Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;

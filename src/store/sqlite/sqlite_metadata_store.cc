@@ -680,6 +680,25 @@ Result<ImagePage> SqliteMetadataStore::list_images(const std::string& tenant_id,
   return page;
 }
 
+Result<std::vector<std::string>> SqliteMetadataStore::existing_images(const std::vector<std::string>& image_ids) {
+  std::vector<std::string> out;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("SELECT 1 FROM images WHERE image_id = ?");
+    if (!q) return std::move(q).error();
+    for (const auto& id : image_ids) {
+      (*q)->reset();
+      (*q)->bind(1, id);
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      if (*row) out.push_back(id);
+    }
+    (*q)->reset();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
 Status SqliteMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
   return db_.write([&](SqliteConnection& c) -> Status {
     auto u = c.prepare(

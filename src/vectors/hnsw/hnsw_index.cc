@@ -537,6 +537,14 @@ Status HnswIndex::remove(std::string_view id) {
   return log_->sync(lsn);
 }
 
+std::vector<std::string> HnswIndex::ids() const {
+  std::shared_lock lock(mu_);
+  std::vector<std::string> out;
+  out.reserve(label_of_.size());
+  for (const auto& [id, label] : label_of_) out.push_back(id);
+  return out;
+}
+
 Result<std::vector<float>> HnswIndex::get(std::string_view id) const {
   std::vector<float> out(dimension_);
   std::shared_lock lock(mu_);

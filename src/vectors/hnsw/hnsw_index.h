@@ -127,6 +127,7 @@ class HnswIndex final : public VectorIndex {
   Status upsert(std::string_view id, std::span<const float> vector) override;
   Status upsert_batch(std::span<const VectorUpsert> batch) override;
   Status remove(std::string_view id) override;
+  std::vector<std::string> ids() const override;
   Result<std::vector<float>> get(std::string_view id) const override;
   Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k,
                                         float min_score) const override;

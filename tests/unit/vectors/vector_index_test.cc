@@ -58,6 +58,11 @@ class MapIndex final : public VectorIndex {
   const std::string& name() const override { return name_; }
   size_t dimension() const override { return 2; }
   size_t count() const override { return vectors_.size(); }
+  std::vector<std::string> ids() const override {
+    std::vector<std::string> out;
+    for (const auto& [id, v] : vectors_) out.push_back(id);
+    return out;
+  }
   Status upsert(std::string_view id, std::span<const float> v) override {
     vectors_[std::string(id)] = std::vector<float>(v.begin(), v.end());
     return ok_status();
