@@ -139,6 +139,9 @@ Status MultipartBody::split(std::string_view boundary) {
         const std::string name = lower(trim(line.substr(0, colon)));
         const std::string_view value = trim(line.substr(colon + 1));
         if (name == "content-disposition") {
+          // A repeated header replaces the earlier one whole (not a filename left from it).
+          part.name.clear();
+          part.filename.clear();
           header_param(value, "name", part.name);
           part.has_filename = header_param(value, "filename", part.filename);
         } else if (name == "content-type") {

@@ -356,6 +356,17 @@ TEST_F(ImagingTest, RefusesADecompressionBombFromItsHeader) {
                  ErrorCode::kResourceExhausted);
 }
 
+// Found by tests/fuzz (fuzz_sniff): sides of 2^32-1, the largest a PNG header can declare,
+// overflowed the signed 64-bit pixel count (undefined behaviour; in practice a negative count
+// that passed the pixel limit, leaving only the edge limit to refuse the image).
+TEST_F(ImagingTest, RefusesTheLargestSizeAPngCanDeclareAsTooManyPixels) {
+  expect_refused(png_declaring(0xFFFFFFFF, 0xFFFFFFFF), "too_many_pixels", ErrorCode::kResourceExhausted);
+  auto r = probe_buffer(png_declaring(0xFFFFFFFF, 0xFFFFFFFF), {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().context.at("width"), "4294967295");
+  EXPECT_NE(r.error().message.find("18446744065119617025 pixels"), std::string::npos) << r.error().message;
+}
+
 TEST_F(ImagingTest, RefusesAnOverlongEdgeEvenWithFewPixels) {
   expect_refused(png_declaring(40000, 10), "edge_too_long", ErrorCode::kResourceExhausted);
   // Through libvips' header too (not just the PNG pre-check): a JPEG wider than the limit.
