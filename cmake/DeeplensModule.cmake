@@ -12,7 +12,13 @@ endfunction()
 # deeplens_test(NAME LABEL <unit|integration|e2e> SRCS <files...> DEPS <targets...>)
 # A GoogleTest executable whose tests ctest discovers and labels by tier.
 function(deeplens_test NAME)
-  cmake_parse_arguments(ARG "" "LABEL" "SRCS;DEPS" ${ARGN})
+  # CONCURRENT: the binary tests threaded code; scripts/test runs it under ThreadSanitizer too
+  # (label `concurrency`).
+  cmake_parse_arguments(ARG "CONCURRENT" "LABEL" "SRCS;DEPS" ${ARGN})
+  set(labels ${ARG_LABEL})
+  if(ARG_CONCURRENT)
+    list(APPEND labels concurrency)
+  endif()
   add_executable(${NAME} ${ARG_SRCS})
   target_compile_options(${NAME} PRIVATE -Wall -Wextra -Werror)
   target_compile_definitions(${NAME} PRIVATE
@@ -20,5 +26,5 @@ function(deeplens_test NAME)
     DEEPLENS_BINARY="$<TARGET_FILE:deeplens>")
   target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   add_dependencies(${NAME} deeplens)
-  gtest_discover_tests(${NAME} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 60)
+  gtest_discover_tests(${NAME} PROPERTIES LABELS "${labels}" DISCOVERY_TIMEOUT 60)
 endfunction()

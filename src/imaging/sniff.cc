@@ -25,7 +25,9 @@ SniffResult sniff_ftyp(std::span<const uint8_t> b) {
   SniffResult r;
   if (b.size() < 16) return r;
   uint32_t box_size = be32(b.data());
-  size_t end = std::min<size_t>(b.size(), std::max<uint32_t>(box_size, 16));
+  // The brands within the box, and within the first KiB (sniff.h): a box size of up to 4 GiB
+  // must not make the sniffer walk a whole upload.
+  size_t end = std::min<size_t>({b.size(), std::max<uint32_t>(box_size, 16), 1024});
   auto brand_at = [&](size_t off) { return std::string_view(reinterpret_cast<const char*>(b.data() + off), 4); };
   bool avif = false;
   bool heif = false;

@@ -35,6 +35,16 @@ TEST(Sniff, RecognisesEveryAcceptedFormatByItsMagicBytes) {
   EXPECT_EQ(sniff("\0\0\0\x18" "ftypmif1\0\0\0\0mif1avif"sv).format, ImageFormat::kAvif);
 }
 
+// Found by tests/fuzz (fuzz_sniff): an ftyp box declaring a huge size made the brand scan walk the
+// whole input, so a brand past the first KiB (sniff.h's bound) changed the answer.
+TEST(Sniff, ReadsFtypBrandsWithinTheFirstKibOnly) {
+  using namespace std::string_view_literals;
+  std::vector<uint8_t> heif = bytes("\x7F\xFF\xFF\xFF" "ftypmif1\0\0\0\0mif1heic"sv);
+  heif.resize(1024, 0);
+  EXPECT_EQ(sniff_image_format(heif).format, ImageFormat::kHeif);
+  EXPECT_EQ(sniff_image_format(heif + bytes("avif")).format, ImageFormat::kHeif);
+}
+
 TEST(Sniff, NamesRefusedImageFormats) {
   using namespace std::string_view_literals;
   auto refused = [](std::string_view s) { return std::string(sniff(s).refused_format); };
