@@ -96,6 +96,10 @@ Result<Timestamp> parse_iso8601(std::string_view s) {
   if (!ymd.ok() || h > 23 || mi > 59 || sec > 60) return bad("out of range");
   const auto t = sys_days(ymd) + hours(h) + minutes(mi) + seconds(sec) + milliseconds(ms) -
                  minutes(offset_min);
+  // An offset can move 0000-01-01 or 9999-12-31 out of the years format_iso8601 writes in four
+  // digits; such a time would not parse again once written.
+  const year utc_year = year_month_day{floor<days>(t)}.year();
+  if (utc_year < year{0} || utc_year > year{9999}) return bad("out of range in UTC");
   return Timestamp(time_point_cast<milliseconds>(t));
 }
 

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "common/ids.h"
@@ -189,6 +190,9 @@ std::string dump(const ordered_json& j) {
 // Decoding. A Reader walks one JSON object and remembers the first problem with its path, so the
 // decoders read straight through and check once at the end.
 
+constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
+constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+
 class Reader {
  public:
   Reader(const json& obj, std::string path, Error* first_error)
@@ -232,16 +236,18 @@ class Reader {
     return str(key);
   }
 
-  int64_t integer(std::string_view key, int64_t min) const {
+  // max defaults to int64's; fields held as int pass kIntMax, so a larger value is refused
+  // instead of wrapping (2^31 read as -2^31 would not decode again once re-encoded).
+  int64_t integer(std::string_view key, int64_t min, int64_t max = kInt64Max) const {
     const json* v = require(key);
     if (!v) return 0;
-    return as_integer(*v, field(key), min);
+    return as_integer(*v, field(key), min, max);
   }
 
-  std::optional<int64_t> opt_integer(std::string_view key, int64_t min) const {
+  std::optional<int64_t> opt_integer(std::string_view key, int64_t min, int64_t max = kInt64Max) const {
     const json* v = find(key);
     if (!v) return std::nullopt;
-    return as_integer(*v, field(key), min);
+    return as_integer(*v, field(key), min, max);
   }
 
   bool boolean(std::string_view key) const {
@@ -326,13 +332,14 @@ class Reader {
     return Reader(v ? *v : kEmpty, field(key), err_);
   }
 
-  int64_t as_integer(const json& v, const std::string& path, int64_t min) const {
+  int64_t as_integer(const json& v, const std::string& path, int64_t min, int64_t max) const {
     if (!v.is_number_integer()) {
       fail(path, std::string("expected an integer, got ") + v.type_name());
       return 0;
     }
     const int64_t i = v.get<int64_t>();
     if (i < min) fail(path, "must be >= " + std::to_string(min) + ", got " + std::to_string(i));
+    if (i > max) fail(path, "must be <= " + std::to_string(max) + ", got " + std::to_string(i));
     return i;
   }
 
@@ -418,9 +425,9 @@ EventEnvelope read_envelope(const Reader& r, std::string_view expected_type, boo
 
 RetryPolicy read_retry(const Reader& r) {
   RetryPolicy p;
-  p.max_attempts = static_cast<int>(r.integer("maxAttempts", 1));
+  p.max_attempts = static_cast<int>(r.integer("maxAttempts", 1, kIntMax));
   p.backoff_ms = r.integer("backoffMs", 0);
-  p.current_attempt = static_cast<int>(r.integer("currentAttempt", 1));
+  p.current_attempt = static_cast<int>(r.integer("currentAttempt", 1, kIntMax));
   return p;
 }
 
@@ -448,8 +455,8 @@ void read_image_uploaded(const Reader& r, ImageUploadedEvent& e) {
   e.data.content_type = d.str("contentType");
   e.data.uploaded_by = d.opt_str("uploadedBy");
   auto m = d.object("metadata");
-  e.data.metadata.width = static_cast<int>(m.integer("width", 1));
-  e.data.metadata.height = static_cast<int>(m.integer("height", 1));
+  e.data.metadata.width = static_cast<int>(m.integer("width", 1, kIntMax));
+  e.data.metadata.height = static_cast<int>(m.integer("height", 1, kIntMax));
   e.data.metadata.format = m.str("format");
   e.data.metadata.color_profile = m.opt_str("colorProfile");
   e.data.metadata.original_file_name = m.opt_str("originalFileName");
@@ -486,12 +493,12 @@ void read_feature_extraction(const Reader& r, FeatureExtractionRequestedEvent& e
   e.data.image_path = d.str("imagePath");
   e.data.model_name = d.str("modelName");
   e.data.model_version = d.opt_str("modelVersion");
-  if (auto dim = d.opt_integer("expectedDimension", 1)) e.data.expected_dimension = static_cast<int>(*dim);
+  if (auto dim = d.opt_integer("expectedDimension", 1, kIntMax)) e.data.expected_dimension = static_cast<int>(*dim);
   if (auto eo = d.opt_object("extractionOptions")) {
     ExtractionOptions o;
     o.normalize = eo->opt_boolean("normalize");
     o.return_metadata = eo->opt_boolean("returnMetadata");
-    if (auto t = eo->opt_integer("timeout", 1)) o.timeout_seconds = static_cast<int>(*t);
+    if (auto t = eo->opt_integer("timeout", 1, kIntMax)) o.timeout_seconds = static_cast<int>(*t);
     e.data.extraction_options = o;
   }
   e.retry_policy = read_retry(r.object("retryPolicy"));
@@ -502,7 +509,7 @@ void read_vector_indexing(const Reader& r, VectorIndexingRequestedEvent& e) {
   auto d = r.object("data");
   e.data.image_id = d.id("imageId", is_image_id, "img_<uuid>");
   e.data.model_name = d.str("modelName");
-  if (auto dim = d.opt_integer("expectedDimension", 1)) e.data.expected_dimension = static_cast<int>(*dim);
+  if (auto dim = d.opt_integer("expectedDimension", 1, kIntMax)) e.data.expected_dimension = static_cast<int>(*dim);
   if (const json* vec = d.array("featureVector")) {
     const std::string path = d.field("featureVector");
     if (vec->empty()) d.fail(path, "must not be empty");
@@ -534,8 +541,8 @@ void read_vector_indexing(const Reader& r, VectorIndexingRequestedEvent& e) {
   e.data.vector_metadata.confidence = vm.opt_number("confidence");
   if (auto im = d.opt_object("imageMetadata")) {
     IndexedImageMetadata m;
-    m.width = static_cast<int>(im->integer("width", 1));
-    m.height = static_cast<int>(im->integer("height", 1));
+    m.width = static_cast<int>(im->integer("width", 1, kIntMax));
+    m.height = static_cast<int>(im->integer("height", 1, kIntMax));
     m.format = im->str("format");
     m.file_size = im->integer("fileSize", 0);
     e.data.image_metadata = m;
@@ -578,8 +585,8 @@ void read_processing_failed(const Reader& r, ProcessingFailedEvent& e) {
   auto err = d.object("error");
   e.data.error_code = err.str("code");
   e.data.error_message = err.str("message");
-  e.data.attempt = static_cast<int>(d.integer("attempt", 1));
-  e.data.max_attempts = static_cast<int>(d.integer("maxAttempts", 1));
+  e.data.attempt = static_cast<int>(d.integer("attempt", 1, kIntMax));
+  e.data.max_attempts = static_cast<int>(d.integer("maxAttempts", 1, kIntMax));
   e.data.retryable = d.boolean("retryable");
   e.data.next_attempt_at = d.opt_timestamp("nextAttemptAt");
   e.data.original_topic = d.str("originalTopic");

@@ -4,7 +4,7 @@
 // Decoding is strict about what the pipeline relies on and lenient about the rest:
 //  - rejected, with an error whose context "field" names the JSON path (e.g. "data.featureVector[3]"):
 //    invalid JSON, a major eventVersion other than 1, a missing required field, a wrong type,
-//    a malformed id or timestamp, NaN/Inf or an empty featureVector, a featureVector whose length
+//    an integer outside its field's range (e.g. a width beyond int), a malformed id or timestamp, NaN/Inf or an empty featureVector, a featureVector whose length
 //    differs from expectedDimension;
 //  - ignored: fields we do not know (forward compatibility within 1.x).
 // Pure functions; thread-safe.

@@ -28,6 +28,23 @@ TEST(Iso8601, RejectsMissingZoneBadDatesAndGarbage) {
   }
 }
 
+// Found with tests/fuzz (fuzz_codec's round-trip check): an offset carried the first and last
+// representable days out of the four-digit years format_iso8601 writes ("-001-12-31T23:59:00Z"),
+// so an event accepted once could not be decoded after being re-encoded.
+TEST(Iso8601, RejectsTimesThatAnOffsetMovesOutOfFourDigitYears) {
+  for (const char* bad : {"0000-01-01T00:00:00+00:01", "9999-12-31T23:59:59-01:00"}) {
+    auto t = parse_iso8601(bad);
+    EXPECT_FALSE(t.ok()) << bad << " -> " << format_iso8601(*t);
+  }
+  for (const char* good : {"0000-01-01T00:00:00Z", "0000-01-01T00:01:00+00:01", "9999-12-31T23:59:59.999Z"}) {
+    auto t = parse_iso8601(good);
+    ASSERT_TRUE(t.ok()) << good;
+    auto again = parse_iso8601(format_iso8601(*t));
+    ASSERT_TRUE(again.ok()) << format_iso8601(*t);
+    EXPECT_EQ(*again, *t);
+  }
+}
+
 TEST(ManualClock, MovesOnlyWhenAdvanced) {
   ManualClock clock(*parse_iso8601("2026-01-01T00:00:00Z"));
   const auto t0 = clock.now();

@@ -120,6 +120,26 @@ INSTANTIATE_TEST_SUITE_P(
       return name;
     });
 
+// Found with tests/fuzz (fuzz_codec's round-trip check): integers beyond int were accepted into
+// int fields and wrapped (a width of 2^31 became -2^31, which the next decode refused).
+TEST(Codec, RejectsIntegersBeyondTheRangeOfTheirField) {
+  std::string text = fixture("image_uploaded.json");
+  text.replace(text.find("1920"), 4, "2147483648");
+  auto e = decode_image_uploaded(text);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().context.at("field"), "data.metadata.width");
+  text = fixture("processing_failed.json");
+  const auto attempt = text.find("\"attempt\"");
+  ASSERT_NE(attempt, std::string::npos);
+  text.insert(text.find(':', attempt) + 1, "4294967297, \"ignored\":");  // 2^32 + 1 would wrap to 1
+  auto f = decode_processing_failed(text);
+  ASSERT_FALSE(f.ok());
+  EXPECT_EQ(f.error().context.at("field"), "data.attempt");
+  text = fixture("image_uploaded.json");
+  text.replace(text.find("1920"), 4, "2147483647");
+  ASSERT_TRUE(decode_image_uploaded(text).ok());
+}
+
 TEST(Codec, RejectsInfinityFromOverflowingNumbers) {
   std::string text = fixture("vector_indexing_requested.json");
   text.replace(text.find("0.789"), 5, "1e39");
