@@ -23,6 +23,13 @@ struct HttpServer::Impl {
   HttpServerOptions options;
   Handler handler;
   Admit admit;
+  // Declared before ioc so that they outlive it: destroying ioc destroys the handlers that still
+  // own Sessions, and a Session's destructor releases its connection here.
+  class Session;
+  std::mutex sessions_mu;
+  std::list<std::weak_ptr<Session>> sessions;
+  int open_connections = 0;                          // guarded by sessions_mu
+  std::map<std::string, int> connections_by_client;  // guarded by sessions_mu
   net::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
   std::vector<std::thread> threads;
@@ -30,12 +37,6 @@ struct HttpServer::Impl {
   std::atomic<int> in_flight{0};
   std::atomic<uint64_t> spool_seq{0};  // names spool files uniquely within the process
   uint16_t bound_port = 0;
-
-  class Session;
-  std::mutex sessions_mu;
-  std::list<std::weak_ptr<Session>> sessions;
-  int open_connections = 0;                        // guarded by sessions_mu
-  std::map<std::string, int> connections_by_client;  // guarded by sessions_mu
 
   // Counts a new connection from client; false (and nothing counted) past a limit.
   bool admit_connection(const std::string& client) {
