@@ -43,7 +43,10 @@ struct LimitFlags {
   Status apply(TenantLimits& limits) const {
     auto integer = [](const std::string& flag, const std::string& text, std::optional<int64_t>& out) -> Status {
       if (text.empty()) return {};
-      if (text == "default") return out.reset(), Status{};
+      if (text == "default") {
+        out.reset();
+        return {};
+      }
       char* end = nullptr;
       const long long v = std::strtoll(text.c_str(), &end, 10);
       if (*end != '\0' || v < 0) return Error(ErrorCode::kInvalidArgument, flag + " must be a whole number >= 0 or 'default', got '" + text + "'");
@@ -52,7 +55,10 @@ struct LimitFlags {
     };
     auto real = [](const std::string& flag, const std::string& text, std::optional<double>& out) -> Status {
       if (text.empty()) return {};
-      if (text == "default") return out.reset(), Status{};
+      if (text == "default") {
+        out.reset();
+        return {};
+      }
       char* end = nullptr;
       const double v = std::strtod(text.c_str(), &end);
       if (*end != '\0' || !(v >= 0)) return Error(ErrorCode::kInvalidArgument, flag + " must be a number >= 0 or 'default', got '" + text + "'");

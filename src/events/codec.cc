@@ -399,6 +399,12 @@ Result<json> parse_json(std::string_view text) {
                      e.what())
         .with("field", where)
         .with("offset", std::to_string(e.byte));
+  } catch (const json::exception& e) {
+    // out_of_range 406: a number beyond double ("1e400"). Not a parse_error, and uncaught it
+    // would end the consuming process on every redelivery of the event.
+    std::string where = path_of();
+    if (where.empty()) where = "$";
+    return Error(ErrorCode::kInvalidArgument, where + ": number out of range: " + e.what()).with("field", where);
   }
 }
 

@@ -89,7 +89,15 @@ std::string toml_value(ConfigType type, const std::string& text) {
     case ConfigType::kString: return toml_string(text);
     case ConfigType::kInt:
     case ConfigType::kBool: return text;
-    case ConfigType::kDouble: return text == "-0" ? "-0.0" : text;  // to_chars(-0.0) looks like an integer
+    case ConfigType::kDouble: {
+      // The text is std::to_string of a TOML integer or std::to_chars of a float; the latter can
+      // look like an integer ("-0", "-555555555555555540992"): write those as floats.
+      if (text.find_first_of(".eEin") != std::string::npos) return text;
+      int64_t v = 0;
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      const bool int64_text = ec == std::errc() && end == text.data() + text.size() && text != "-0";
+      return int64_text ? text : text + ".0";
+    }
     case ConfigType::kList: return "[" + toml_string(text) + "]";  // one item: the comma-joined text
   }
   return text;

@@ -55,6 +55,8 @@ class MemoryStream {
     ec = {};
     return n;
   }
+  size_t consumed() const { return pos_; }
+
   template <typename MutableBufferSequence>
   size_t read_some(const MutableBufferSequence& buffers) {
     boost::system::error_code ec;
@@ -204,6 +206,7 @@ void check_routes(std::string_view path) {
 struct Request {
   std::string method, target, body;
   std::vector<std::pair<std::string, std::string>> headers;
+  size_t header_bytes = 0;  // request line and fields, as read off the stream
   bool operator==(const Request&) const = default;
 };
 
@@ -214,9 +217,26 @@ struct Outcome {
   // split a malformed header), "413", "closed" (a broken or cut body, or the end of the stream),
   // "close" (the client asked to).
   std::string end;
-  std::string error;  // Beast's message, for the report only
+  std::string error;          // Beast's message, for the report only
+  bool header_limit = false;  // ended by http::error::header_limit
   bool operator==(const Outcome& o) const { return requests == o.requests && end == o.end; }
 };
+
+// Whether two parses of the same bytes agree. One difference is Beast's (1.74), not ours: once the
+// request line is in, header_limit bounds the fields alone, so a header up to a request line
+// longer than the limit passes when its request line arrives whole in the first read, and is
+// refused (431) when the first read cuts the request line. Past such a request the two parses
+// may go on apart.
+bool agree(const Outcome& a, const Outcome& b, uint32_t header_limit) {
+  if (a == b) return true;
+  size_t k = 0;
+  while (k < a.requests.size() && k < b.requests.size() && a.requests[k] == b.requests[k]) ++k;
+  auto lenient = [&](const Outcome& x, const Outcome& y) {
+    return x.requests.size() > k && x.requests[k].header_bytes > header_limit && y.requests.size() == k &&
+           y.header_limit;
+  };
+  return lenient(a, b) || lenient(b, a);
+}
 
 // One connection as HttpServer::Impl::Session reads it: headers (header_limit), admission (the
 // route's body limit; an authenticated client is assumed), the body, then the next request while
@@ -231,14 +251,17 @@ Outcome serve(std::string_view bytes, size_t chunk) {
     header.header_limit(options.max_header_bytes);
     header.body_limit(std::numeric_limits<std::uint64_t>::max());
     beast::error_code ec;
+    const size_t start = stream.consumed() - buffer.size();
     http::read_header(stream, buffer, header, ec);
     if (ec) {
+      out.header_limit = ec == http::error::header_limit;
       out.end = ec == http::error::end_of_stream ? "closed" : "header refused";
       out.error = ec.message();
       return out;
     }
     const auto& msg = header.get();
     Request req;
+    req.header_bytes = stream.consumed() - buffer.size() - start;
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
     FUZZ_CHECK(!req.method.empty() && !req.target.empty(), "empty method or target");
@@ -302,7 +325,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view bytes(reinterpret_cast<const char*>(data), size);
   const Outcome whole = serve(bytes, std::max<size_t>(size, 1));
   const Outcome pieces = serve(bytes, 1 + size % 61);
-  FUZZ_CHECK(whole == pieces, ("the parse depends on how the bytes arrive: all at once " + describe(whole) +
+  FUZZ_CHECK(agree(whole, pieces, deeplens::api::HttpServerOptions{}.max_header_bytes), ("the parse depends on how the bytes arrive: all at once " + describe(whole) +
                                 ", in reads of " + std::to_string(1 + size % 61) + " bytes " + describe(pieces)).c_str());
   return 0;
 }

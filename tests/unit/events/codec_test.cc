@@ -148,6 +148,18 @@ TEST(Codec, RejectsInfinityFromOverflowingNumbers) {
   EXPECT_EQ(e.error().context.at("field"), "data.featureVector[2]");
 }
 
+// Found by tests/fuzz (fuzz_codec): a number beyond double made nlohmann::json throw out_of_range,
+// which nothing caught, so one such event ended the consuming process.
+TEST(Codec, RejectsNumbersBeyondDoubleWithAnErrorInsteadOfThrowing) {
+  std::string text = fixture("image_uploaded.json");
+  text.replace(text.find("2048576"), 7, "1e400");
+  auto e = decode_any(text);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().context.at("field"), "data.fileSize");
+  EXPECT_FALSE(decode_image_uploaded(text).ok());
+  EXPECT_FALSE(decode_any("87677e767777").ok());
+}
+
 TEST(Codec, RejectsTheWrongEventTypeForATypedDecoder) {
   auto e = decode_processing_completed(fixture("image_uploaded.json"));
   ASSERT_FALSE(e.ok());
