@@ -9,24 +9,10 @@
 
 namespace deeplens::app {
 
-namespace {
-
-std::unique_ptr<Runtime> open_or_report(GlobalFlags& flags, int* exit_code) {
-  auto rt = open_runtime(flags, Role::kOperator);
-  if (!rt) {
-    std::cerr << "error: " << rt.error().message << "\n";
-    *exit_code = 2;
-    return nullptr;
-  }
-  return std::move(rt).value();
-}
-
-}  // namespace
-
 void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
   auto* migrate = root.add_subcommand("migrate", "Apply the metadata store's schema migrations (they also run at every start)");
   migrate->callback([&flags, exit_code] {
-    auto rt = open_or_report(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     const std::string url = rt->config.str("metadata.url");
     std::cout << "metadata schema is up to date (" << (url.empty() ? "SQLite in " + rt->config.str("data_dir") : redact_secrets(url))
@@ -39,7 +25,7 @@ void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
   auto* dlq_list = dlq->add_subcommand("list", "List dead letters as JSON lines");
   dlq_list->add_flag("--all", *all_flag, "Include replayed ones");
   dlq_list->callback([&flags, all_flag, exit_code] {
-    auto rt = open_or_report(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     auto letters = rt->node->store().list_dead_letters(*all_flag, 10000);
     if (!letters) {
@@ -67,7 +53,7 @@ void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
       *exit_code = 2;
       return;
     }
-    auto rt = open_or_report(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     std::vector<int64_t> ids;
     if (*replay_all) {

@@ -12,16 +12,6 @@ namespace deeplens::app {
 
 namespace {
 
-std::unique_ptr<Runtime> open_store(GlobalFlags& flags, int* exit_code) {
-  auto rt = open_runtime(flags, Role::kOperator);
-  if (!rt) {
-    std::cerr << "error: " << rt.error().message << "\n";
-    *exit_code = 2;
-    return nullptr;
-  }
-  return std::move(rt).value();
-}
-
 bool fail(const Error& e, int* exit_code, int code = 1) {
   std::cerr << "error: " << e.message << "\n";
   *exit_code = code;
@@ -122,7 +112,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
     }
     Tenant tenant{*slug, {}, {}, 0, 0};
     if (auto st = limits->apply(tenant.limits); !st) return void(fail(st.error(), exit_code, 2));
-    auto rt = open_store(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     auto& store = rt->node->store();
     tenant.created_at = rt->clock.now();
@@ -139,7 +129,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
   update->add_option("slug", *slug, "Tenant id")->required();
   limits->add_to(update);
   update->callback([&flags, slug, limits, exit_code] {
-    auto rt = open_store(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     auto& store = rt->node->store();
     auto tenant = store.get_tenant(*slug);
@@ -152,7 +142,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
 
   auto* list = tenants->add_subcommand("list", "List tenants with their usage and limits");
   list->callback([&flags, exit_code] {
-    auto rt = open_store(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     auto all = rt->node->store().list_tenants();
     if (!all) return void(fail(all.error(), exit_code));
@@ -171,7 +161,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
   auto* keys_list = keys->add_subcommand("list", "List a tenant's keys (never the keys themselves)");
   keys_list->add_option("slug", *slug, "Tenant id")->required();
   keys_list->callback([&flags, slug, exit_code] {
-    auto rt = open_store(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     if (auto t = rt->node->store().get_tenant(*slug); !t) return void(fail(t.error(), exit_code));
     auto all = rt->node->store().list_api_keys(*slug);
@@ -194,7 +184,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
   keys_create->add_option("--expires-in", *expires_in, "Lifetime, e.g. 90d, 12h");
   keys_create->add_option("--expires-at", *expires_at, "Expiry as ISO-8601 UTC, e.g. 2027-01-01T00:00:00Z");
   keys_create->callback([&flags, slug, name, expires_in, expires_at, exit_code] {
-    auto rt = open_store(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     const Timestamp now = rt->clock.now();
     std::optional<Timestamp> expiry;
@@ -218,7 +208,7 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
   keys_revoke->add_option("slug", *slug, "Tenant id")->required();
   keys_revoke->add_option("key_id", *key_id, "The key's id (see tenants keys list)")->required();
   keys_revoke->callback([&flags, slug, key_id, exit_code] {
-    auto rt = open_store(flags, exit_code);
+    auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     if (auto st = rt->node->store().revoke_api_key(*slug, *key_id, rt->clock.now()); !st)
       return void(fail(st.error(), exit_code));

@@ -1,5 +1,7 @@
 #include "app/runtime.h"
 
+#include <iostream>
+
 #include "app/models.h"
 #include "app/settings.h"
 #include "common/log.h"
@@ -142,6 +144,16 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(c.str("data_dir")) / "spool", ec);
   return rt;
+}
+
+std::unique_ptr<Runtime> open_operator_runtime(const GlobalFlags& flags, int* exit_code) {
+  auto rt = open_runtime(flags, Role::kOperator);
+  if (!rt) {
+    std::cerr << "error: " << rt.error().message << "\n";
+    *exit_code = 2;
+    return nullptr;
+  }
+  return std::move(rt).value();
 }
 
 Result<std::string> ensure_default_tenant(Runtime& rt) {

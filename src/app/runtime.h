@@ -33,6 +33,10 @@ enum class Role { kOperator, kServe, kApi, kWorker };
 // Loads config, initialises logging/imaging/models and opens the node. Errors name the key.
 Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role role, const StageSet& stages = {});
 
+// open_runtime(flags, kOperator) for an operator command: on failure prints the error, sets
+// *exit_code to 2 and returns nullptr.
+std::unique_ptr<Runtime> open_operator_runtime(const GlobalFlags& flags, int* exit_code);
+
 // bus.url -> Kafka options (nullopt for the embedded log); errors name the key.
 Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c);
 

@@ -250,6 +250,12 @@ Result<Inspected> inspect(std::span<const uint8_t> bytes, const ImageLimits& lim
     if (Status s = check_pixel_limits(declared->width, declared->height, limits); !s.ok()) {
       return std::move(s).error().with("format", "PNG");
     }
+    // Every chunk must lie within the bytes before libpng sees them: it allocates and zeroes a
+    // chunk's declared length before reading it, so 300 bytes declaring a 2 GB tEXt chunk would
+    // cost 2 GB of memory per upload.
+    if (auto problem = find_structural_problem(format, bytes)) {
+      return corrupt_error(format, *problem, "");
+    }
   }
   auto header = load(format, bytes, LoadTuning{});
   if (!header.ok()) return std::move(header).error();

@@ -69,7 +69,9 @@ std::vector<std::string> supported_formats();
 // order: "empty"; "too_large" (bytes, before reading anything); magic bytes ("not_an_image",
 // "unsupported_format"); the header ("corrupt" if unreadable); "too_many_pixels", then
 // "edge_too_long"; finally a structural scan without decoding ("corrupt": a JPEG without its
-// end-of-image marker, a PNG cut before IEND, a WebP shorter than its RIFF length).
+// end-of-image marker, a PNG cut before IEND, a WebP shorter than its RIFF length). A PNG's
+// declared size and chunk walk come before its header is read (libpng allocates what a chunk
+// declares).
 // probe_file maps the file read-only (it must not be truncated while being probed: give it the
 // upload's own temp file); errors carry context "path", and kNotFound / kIoError when the file
 // cannot be opened.

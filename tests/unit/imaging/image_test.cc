@@ -367,6 +367,19 @@ TEST_F(ImagingTest, RefusesTheLargestSizeAPngCanDeclareAsTooManyPixels) {
   EXPECT_NE(r.error().message.find("18446744065119617025 pixels"), std::string::npos) << r.error().message;
 }
 
+// Found by tests/fuzz (fuzz_sniff, out of memory): libpng allocates and zeroes the length a chunk
+// declares before reading it, so a 300-byte PNG declaring a 2 GB tEXt chunk cost 2 GB per probe.
+// The chunk walk now refuses it before libpng sees the bytes (its message, not libpng's, says so).
+TEST_F(ImagingTest, RefusesAPngChunkLongerThanTheFileBeforeLibpngReadsIt) {
+  std::vector<uint8_t> png = png_declaring(10, 10);
+  std::vector<uint8_t> text_chunk = {0x7F, 0x00, 0x00, 0x00, 't', 'E', 'X', 't', 'k', 0, 'v'};
+  png.insert(png.begin() + 33, text_chunk.begin(), text_chunk.end());  // after the IHDR chunk
+  expect_refused(png, "corrupt", ErrorCode::kInvalidArgument);
+  auto r = probe_buffer(png, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("before its IEND chunk"), std::string::npos) << r.error().message;
+}
+
 TEST_F(ImagingTest, RefusesAnOverlongEdgeEvenWithFewPixels) {
   expect_refused(png_declaring(40000, 10), "edge_too_long", ErrorCode::kResourceExhausted);
   // Through libvips' header too (not just the PNG pre-check): a JPEG wider than the limit.
