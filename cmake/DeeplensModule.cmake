@@ -12,19 +12,25 @@ endfunction()
 # deeplens_test(NAME LABEL <unit|integration|e2e> SRCS <files...> DEPS <targets...>)
 # A GoogleTest executable whose tests ctest discovers and labels by tier.
 function(deeplens_test NAME)
-  # CONCURRENT: the binary tests threaded code; scripts/test runs it under ThreadSanitizer too
-  # (label `concurrency`).
+  # CONCURRENT: the binary tests threaded code. The ThreadSanitizer build (DEEPLENS_TSAN, the
+  # `tsan` preset) builds and registers only these, so scripts/test runs exactly them under TSan.
   cmake_parse_arguments(ARG "CONCURRENT" "LABEL" "SRCS;DEPS" ${ARGN})
-  set(labels ${ARG_LABEL})
-  if(ARG_CONCURRENT)
-    list(APPEND labels concurrency)
+  set(skip_under_tsan OFF)
+  if(DEEPLENS_TSAN AND NOT ARG_CONCURRENT)
+    set(skip_under_tsan ON)
   endif()
-  add_executable(${NAME} ${ARG_SRCS})
+  if(skip_under_tsan)
+    add_executable(${NAME} EXCLUDE_FROM_ALL ${ARG_SRCS})  # defined (others configure it), not built
+  else()
+    add_executable(${NAME} ${ARG_SRCS})
+  endif()
   target_compile_options(${NAME} PRIVATE -Wall -Wextra -Werror)
   target_compile_definitions(${NAME} PRIVATE
     DEEPLENS_SOURCE_DIR="${PROJECT_SOURCE_DIR}"
     DEEPLENS_BINARY="$<TARGET_FILE:deeplens>")
   target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   add_dependencies(${NAME} deeplens)
-  gtest_discover_tests(${NAME} PROPERTIES LABELS "${labels}" DISCOVERY_TIMEOUT 60)
+  if(NOT skip_under_tsan)
+    gtest_discover_tests(${NAME} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 60)
+  endif()
 endfunction()
