@@ -1,13 +1,16 @@
 #include "api/api_service.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "api/multipart.h"
+#include "api/push_feed.h"
 #include "api/route_match.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -100,6 +103,9 @@ const RouteSpec kRouteSpecs[] = {
     {"GET", "/healthz", false, false, "healthz", &ApiService::healthz},
     {"GET", "/readyz", false, false, "readyz", &ApiService::readyz},
     {"GET", "/metrics", false, false, "metrics", &ApiService::metrics},
+    // Authenticated by the upgrade's headers or, for browsers, by the first message (admit()).
+    {"GET", "/api/v1/ws", false, false, "websocket", &ApiService::websocket},
+    {"GET", "/api/v1/events", false, true, "events", &ApiService::events},
 };
 
 std::vector<std::pair<std::string, std::string>> ApiService::route_table() {
@@ -133,8 +139,30 @@ HttpResponse error_from(const Error& e) {
   }
 }
 
-ApiService::ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options)
-    : ctx_(ctx), bus_(bus), options_(std::move(options)) {
+ApiService::ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options, PushHub* hub)
+    : ctx_(ctx), bus_(bus), options_(std::move(options)), hub_(hub) {
+  if (hub_) {
+    push_ = std::make_unique<PushContext>(PushContext{*hub_, ctx_.metrics, {}, {}});
+    push_->heartbeat = options_.push_heartbeat;
+    push_->authenticate = [this](const std::string& key) -> Result<std::string> {
+      HttpRequest probe;
+      probe.headers.emplace_back("x-api-key", key);
+      auto credentials = authenticate(probe);
+      if (!credentials) return std::move(credentials).error();
+      return credentials->tenant.id;
+    };
+    push_->status_of = [this](const std::string& tenant, const std::string& image, const std::string& transition) {
+      return status_changed_data(ctx_.store, tenant, image, StatusTransition::of(transition));
+    };
+    ctx_.metrics.describe("deeplens_push_connections", "gauge", "open WebSocket and event-stream connections");
+    ctx_.metrics.describe("deeplens_push_subscriptions", "gauge", "real-time subscriptions");
+    ctx_.metrics.describe("deeplens_push_history_events", "gauge", "events kept for resuming clients");
+    ctx_.metrics.add_collector([hub](Metrics& m) {
+      m.set("deeplens_push_connections", {}, static_cast<double>(hub->connections()));
+      m.set("deeplens_push_subscriptions", {}, static_cast<double>(hub->subscriptions()));
+      m.set("deeplens_push_history_events", {}, static_cast<double>(hub->history_size()));
+    });
+  }
   for (const auto& spec : kRouteSpecs)
     routes_.push_back(Route{spec.method, spec.pattern, spec.spool, spec.auth, spec.name,
                             [this, fn = spec.fn](HttpRequest& r) { return (this->*fn)(r); }});
@@ -274,6 +302,16 @@ Admission ApiService::admit(HttpRequest& req) {
   if (!route) return out;  // handle() answers 404 / 405; any body is small and dropped
   out.spool = route->spool;
   req.admitted = true;
+  if (route->fn_name == "websocket" && !presented_key(req).empty()) {
+    // A non-browser client authenticates on the upgrade; a wrong key is refused before it.
+    auto credentials = authenticate(req);
+    if (!credentials)
+      out.refusal = credentials.error().code == ErrorCode::kUnauthenticated ? unauthenticated(credentials.error().message)
+                                                                             : error_from(credentials.error());
+    else
+      req.tenant_id = credentials->tenant.id, req.api_key_id = credentials->key.id;
+    return out;
+  }
   if (!route->auth) return out;
   auto credentials = authenticate(req);
   if (!credentials) {
@@ -456,7 +494,7 @@ HttpResponse ApiService::get_content(HttpRequest& req) {
   if (!image) return image.error().code == ErrorCode::kNotFound ? not_found_image(req.params["id"]) : error_from(image.error());
   auto bytes = ctx_.blobs.read(image->storage_path);
   if (!bytes) return error_from(bytes.error());
-  HttpResponse res{200, image->content_type, std::move(bytes).value(), {}};  // the type sniffed at upload
+  HttpResponse res{200, image->content_type, std::move(bytes).value(), {}, nullptr};  // the type sniffed at upload
   res.headers.emplace_back("Cache-Control", "private, max-age=31536000, immutable");
   res.headers.emplace_back("Content-Disposition", content_disposition(image->file_name));
   // An image opened directly runs nothing and loads nothing, whatever its bytes claim to be.
@@ -471,7 +509,7 @@ HttpResponse ApiService::get_thumbnail(HttpRequest& req) {
     return error_response(404, "THUMBNAIL_NOT_FOUND", "this image has no thumbnail (yet)", {{"imageId", image->image_id}});
   auto bytes = ctx_.blobs.read(image->thumbnail_path);
   if (!bytes) return error_from(bytes.error());
-  return HttpResponse{200, "image/jpeg", std::move(bytes).value(), {{"Cache-Control", "private, max-age=3600"}}};
+  return HttpResponse{200, "image/jpeg", std::move(bytes).value(), {{"Cache-Control", "private, max-age=3600"}}, nullptr};
 }
 
 HttpResponse ApiService::list_images(HttpRequest& req) {
@@ -503,7 +541,7 @@ HttpResponse ApiService::list_images(HttpRequest& req) {
 
 HttpResponse ApiService::delete_image(HttpRequest& req) {
   if (auto st = deeplens::delete_image(ctx_, req.tenant_id, req.params["id"]); !st) return error_from(st.error());
-  return HttpResponse{204, "application/json", "", {}};  // also when absent: idempotent
+  return HttpResponse{204, "application/json", "", {}, nullptr};  // also when absent: idempotent
 }
 
 HttpResponse ApiService::search(HttpRequest& req) {
@@ -617,7 +655,61 @@ HttpResponse ApiService::readyz(HttpRequest&) {
 }
 
 HttpResponse ApiService::metrics(HttpRequest&) {
-  return HttpResponse{200, "text/plain; version=0.0.4", ctx_.metrics.render(), {}};
+  return HttpResponse{200, "text/plain; version=0.0.4", ctx_.metrics.render(), {}, nullptr};
+}
+
+namespace {
+
+HttpResponse too_many_streams(const PushHub& hub) {
+  return error_response(429, "TOO_MANY_CONNECTIONS",
+                        "the tenant has " + std::to_string(hub.options().max_connections_per_tenant) +
+                            " real-time connections open, the limit (push.max_connections_per_tenant)",
+                        {{"limit", std::to_string(hub.options().max_connections_per_tenant)}});
+}
+
+HttpResponse push_disabled() {
+  return error_response(503, "UNAVAILABLE", "real-time updates are not served by this process");
+}
+
+}  // namespace
+
+HttpResponse ApiService::websocket(HttpRequest& req) {
+  if (!hub_) return push_disabled();
+  if (!req.tenant_id.empty() && !hub_->open_connection(req.tenant_id)) return too_many_streams(*hub_);
+  HttpResponse res;
+  res.status = 101;
+  res.stream = PushSession::websocket(*push_, req.tenant_id);  // releases the connection when it ends
+  return res;
+}
+
+HttpResponse ApiService::events(HttpRequest& req) {
+  if (!hub_) return push_disabled();
+  auto q = req.query.find("topic");
+  const std::string topic = q == req.query.end() ? "tenant" : q->second;
+  std::string image_id;
+  if (!parse_push_topic(topic, &image_id))
+    return error_response(400, "INVALID_TOPIC", "topic must be \"tenant\" or \"image:<imageId>\", got '" + topic + "'",
+                          {{"topic", topic}});
+  std::optional<uint64_t> since;
+  if (const std::string last = req.header("last-event-id"); !last.empty()) {
+    char* end = nullptr;
+    errno = 0;
+    const unsigned long long v = std::strtoull(last.c_str(), &end, 10);
+    if (errno || end == last.c_str() || *end != '\0' || last[0] == '-')
+      return error_response(400, "INVALID_REQUEST", "Last-Event-ID must be a seq (a non-negative integer)",
+                            {{"lastEventId", last}});
+    since = v;
+  }
+  if (!image_id.empty()) {
+    auto image = ctx_.store.get_image(req.tenant_id, image_id);
+    if (!image) return image.error().code == ErrorCode::kNotFound ? not_found_image(image_id) : error_from(image.error());
+  }
+  if (!hub_->open_connection(req.tenant_id)) return too_many_streams(*hub_);
+  HttpResponse res;
+  res.status = 200;
+  res.content_type = "text/event-stream";
+  res.stream = PushSession::event_stream(*push_, req.tenant_id, topic, since);
+  return res;
 }
 
 }  // namespace deeplens::api

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "api/http.h"
+#include "api/push_session.h"
 #include "bus/event_bus.h"
 #include "pipeline/context.h"
 
@@ -37,6 +38,7 @@ struct ApiOptions {
   // How long a key's lookup (and its tenant's limits) is reused: a revoked key stops working in
   // every process within this time.
   std::chrono::milliseconds key_cache_ttl{500};
+  std::chrono::milliseconds push_heartbeat{15000};  // push.sse_heartbeat_s: event-stream keep-alive comments
 };
 
 struct Route {
@@ -50,7 +52,8 @@ struct Route {
 
 class ApiService {
  public:
-  ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options);
+  // hub: the real-time hub behind /api/v1/ws and /api/v1/events (nullptr: those answer 503).
+  ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options, PushHub* hub = nullptr);
 
   HttpResponse handle(HttpRequest& req);
   // Called with the headers only, before any of the body is read: routing, authentication, rate
@@ -73,6 +76,8 @@ class ApiService {
   HttpResponse healthz(HttpRequest& req);
   HttpResponse readyz(HttpRequest& req);
   HttpResponse metrics(HttpRequest& req);
+  HttpResponse websocket(HttpRequest& req);
+  HttpResponse events(HttpRequest& req);
 
  private:
   const Route* match(const std::string& method, const std::string& path, std::map<std::string, std::string>& params,
@@ -90,6 +95,8 @@ class ApiService {
   EventBus& bus_;
   ApiOptions options_;
   std::vector<Route> routes_;
+  PushHub* hub_;
+  std::unique_ptr<PushContext> push_;  // when hub_
   std::mutex auth_mu_;
   std::unordered_map<std::string, Credentials> key_cache_;  // sha256(key) -> credentials; guarded by auth_mu_
 };

@@ -17,11 +17,11 @@ HttpResponse error_response(int status, const std::string& code, const std::stri
   j["error"]["message"] = message;
   j["error"]["details"] = nlohmann::json::object();
   for (const auto& [k, v] : details) j["error"]["details"][k] = v;
-  return HttpResponse{status, "application/json", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), {}};
+  return HttpResponse{status, "application/json", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), {}, nullptr};
 }
 
 HttpResponse json_response(int status, std::string body) {
-  return HttpResponse{status, "application/json", std::move(body), {}};
+  return HttpResponse{status, "application/json", std::move(body), {}, nullptr};
 }
 
 std::string url_decode(std::string_view in, bool plus_as_space) {

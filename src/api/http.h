@@ -4,7 +4,9 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <utility>
@@ -29,11 +31,42 @@ struct HttpRequest {
   std::string header(std::string_view name) const;  // name in lower case; "" when absent
 };
 
+// The server's side of a long-lived connection (a WebSocket, or a text/event-stream response).
+// Thread-safe: any thread may send or close.
+class StreamSink {
+ public:
+  virtual ~StreamSink() = default;
+  // Queues a text frame (WebSocket) or bytes of the event stream (SSE), sent in call order. False
+  // when the connection is closed or closing — also when this frame would take the send queue past
+  // its limit: a client that does not read is closed (WebSocket code 1008), never buffered without
+  // bound.
+  virtual bool send(std::string data) = 0;
+  // Closes (WebSocket: with this close code and reason) after what is queued.
+  virtual void close(uint16_t code, std::string reason) = 0;
+  // Runs fn on the connection's strand after delay, unless the connection closed first.
+  virtual void after(std::chrono::milliseconds delay, std::function<void()> fn) = 0;
+};
+
+// What a handler that keeps its connection implements. The server calls on_open once (with the
+// sink), on_message for each text frame (WebSocket only), on_close once when the connection ends
+// for any reason; all three on the connection's strand, never concurrently.
+class StreamHandler {
+ public:
+  virtual ~StreamHandler() = default;
+  virtual void on_open(std::shared_ptr<StreamSink> sink) = 0;
+  virtual void on_message(std::string_view text) = 0;
+  virtual void on_close() = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Set to keep the connection: with status 101 the request (a WebSocket upgrade) is accepted as
+  // a WebSocket; with 200 and text/event-stream the headers are sent and the body is what the
+  // handler sends, until either side closes.
+  std::shared_ptr<StreamHandler> stream;
 };
 
 // What the server does with a request whose headers are in and whose body is not read yet:

@@ -3,6 +3,8 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+#include <deque>
 #include <limits>
 #include <list>
 #include <map>
@@ -16,8 +18,277 @@ namespace deeplens::api {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace websocket = beast::websocket;
 namespace net = boost::asio;
 using tcp = net::ip::tcp;
+
+namespace {
+
+// A long-lived connection: the send queue (bounded in bytes), timers, closing and the handler's
+// lifecycle, shared by the WebSocket and the event-stream transports. Everything but send, close
+// and after runs on the connection's strand.
+class StreamConn : public StreamSink, public std::enable_shared_from_this<StreamConn> {
+ public:
+  StreamConn(net::any_io_executor strand, std::shared_ptr<StreamHandler> handler, uint64_t queue_limit,
+             std::shared_ptr<void> keep)
+      : strand_(std::move(strand)), handler_(std::move(handler)), queue_limit_(queue_limit), keep_(std::move(keep)) {}
+
+  bool send(std::string data) override {
+    std::lock_guard lock(mu_);
+    if (closing_) return false;
+    if (queued_bytes_ + data.size() > queue_limit_) {
+      // The client is not reading: close rather than buffer without bound.
+      closing_ = true;
+      net::post(strand_, [self = shared_from_this()] { self->overflow(); });
+      return false;
+    }
+    queued_bytes_ += data.size();
+    queue_.push_back(std::move(data));
+    if (!writing_) {
+      writing_ = true;
+      net::post(strand_, [self = shared_from_this()] { self->write_next(); });
+    }
+    return true;
+  }
+
+  void close(uint16_t code, std::string reason) override {
+    {
+      std::lock_guard lock(mu_);
+      if (closing_) return;
+      closing_ = true;
+    }
+    net::post(strand_, [self = shared_from_this(), code, reason = std::move(reason)]() mutable {
+      self->close_code_ = code;
+      self->close_reason_ = std::move(reason);
+      self->close_requested_ = true;
+      std::lock_guard lock(self->mu_);
+      if (!self->writing_) self->begin_close_locked();
+    });
+  }
+
+  void after(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    net::post(strand_, [self = shared_from_this(), delay, fn = std::move(fn)]() mutable {
+      if (self->finished_) return;
+      auto timer = std::make_shared<net::steady_timer>(self->strand_, delay);
+      self->timers_.push_back(timer);
+      timer->async_wait([self, timer, fn = std::move(fn)](beast::error_code ec) {
+        std::erase(self->timers_, timer);
+        if (!ec && !self->finished_) fn();
+      });
+    });
+  }
+
+ protected:
+  // Transport: write one queued item (call done when written), begin a graceful close, close now.
+  virtual void write(const std::string& data, std::function<void(beast::error_code)> done) = 0;
+  virtual void graceful_close(uint16_t code, const std::string& reason, std::function<void()> done) = 0;
+  virtual void hard_close() = 0;
+
+  void opened() { handler_->on_open(shared_from_this()); }
+
+  // Ends the connection once: tells the handler, cancels timers, drops the socket.
+  void finish() {
+    if (finished_) return;
+    finished_ = true;
+    {
+      std::lock_guard lock(mu_);
+      closing_ = true;
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+    for (auto& t : timers_) t->cancel();
+    timers_.clear();
+    hard_close();
+    handler_->on_close();
+    handler_.reset();
+    keep_.reset();
+  }
+
+  StreamHandler* handler() { return handler_.get(); }
+  bool finished() const { return finished_; }
+
+ private:
+  void write_next() {
+    const std::string* front = nullptr;
+    {
+      std::lock_guard lock(mu_);
+      if (finished_) return;
+      if (queue_.empty()) {
+        writing_ = false;
+        if (close_requested_) begin_close_locked();
+        return;
+      }
+      front = &queue_.front();  // deque: pushing at the back keeps this reference valid
+    }
+    write(*front, [self = shared_from_this()](beast::error_code ec) {
+      {
+        std::lock_guard lock(self->mu_);
+        if (!self->queue_.empty()) {
+          self->queued_bytes_ -= self->queue_.front().size();
+          self->queue_.pop_front();
+        }
+      }
+      if (ec) return self->finish();
+      self->write_next();
+    });
+  }
+
+  void begin_close_locked() {  // strand, mu_ held
+    if (close_started_) return;
+    close_started_ = true;
+    net::post(strand_, [self = shared_from_this()] {
+      self->graceful_close(self->close_code_, self->close_reason_, [self] { self->finish(); });
+      self->arm_hard_close(std::chrono::seconds(2));
+    });
+  }
+
+  void overflow() {
+    close_code_ = 1008;
+    close_reason_ = "send queue full: the client does not read";
+    close_requested_ = true;
+    std::lock_guard lock(mu_);
+    close_started_ = true;
+    // The pipe is full, so a close frame may never get out: try, and cut the connection soon.
+    net::post(strand_, [self = shared_from_this()] {
+      self->graceful_close(self->close_code_, self->close_reason_, [self] { self->finish(); });
+      self->arm_hard_close(std::chrono::milliseconds(200));
+    });
+  }
+
+  void arm_hard_close(std::chrono::milliseconds after) {
+    auto timer = std::make_shared<net::steady_timer>(strand_, after);
+    timers_.push_back(timer);
+    timer->async_wait([self = shared_from_this(), timer](beast::error_code ec) {
+      if (!ec) self->finish();
+    });
+  }
+
+  net::any_io_executor strand_;
+  std::shared_ptr<StreamHandler> handler_;
+  const uint64_t queue_limit_;
+  std::shared_ptr<void> keep_;  // the HTTP session: its connection stays counted while we live
+  std::mutex mu_;
+  std::deque<std::string> queue_;  // guarded by mu_
+  uint64_t queued_bytes_ = 0;      // guarded by mu_
+  bool writing_ = false;           // guarded by mu_
+  bool closing_ = false;           // guarded by mu_: no more sends
+  bool close_requested_ = false;
+  bool close_started_ = false;
+  bool finished_ = false;
+  uint16_t close_code_ = 1000;
+  std::string close_reason_;
+  std::vector<std::shared_ptr<net::steady_timer>> timers_;
+};
+
+class WebSocketConn final : public StreamConn {
+ public:
+  WebSocketConn(tcp::socket socket, std::shared_ptr<StreamHandler> handler, const HttpServerOptions& o,
+                std::shared_ptr<void> keep)
+      : StreamConn(socket.get_executor(), std::move(handler), o.stream_queue_bytes, std::move(keep)),
+        ws_(std::move(socket)) {
+    ws_.read_message_max(o.ws_max_message_bytes);
+    websocket::stream_base::timeout t;
+    t.handshake_timeout = std::chrono::seconds(10);
+    t.idle_timeout = 2 * o.ws_ping_interval;  // a ping after half of it in silence
+    t.keep_alive_pings = true;
+    ws_.set_option(t);
+    ws_.set_option(websocket::stream_base::decorator([](websocket::response_type& r) {
+      r.set(http::field::server, "deeplens");
+      r.set("X-Content-Type-Options", "nosniff");
+    }));
+  }
+
+  void start(const http::request<http::empty_body>& req) {
+    ws_.async_accept(req, [self = std::static_pointer_cast<WebSocketConn>(shared_from_this())](beast::error_code ec) {
+      if (ec) return self->finish();
+      self->opened();
+      self->read();
+    });
+  }
+
+ protected:
+  void write(const std::string& data, std::function<void(beast::error_code)> done) override {
+    ws_.text(true);
+    ws_.async_write(net::buffer(data), [done = std::move(done)](beast::error_code ec, size_t) { done(ec); });
+  }
+  void graceful_close(uint16_t code, const std::string& reason, std::function<void()> done) override {
+    if (!ws_.is_open()) return done();
+    ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(code), reason), [done = std::move(done)](beast::error_code) { done(); });
+  }
+  void hard_close() override {
+    beast::error_code ec;
+    beast::get_lowest_layer(ws_).socket().shutdown(tcp::socket::shutdown_both, ec);
+    beast::get_lowest_layer(ws_).socket().close(ec);
+  }
+
+ private:
+  void read() {
+    ws_.async_read(in_, [self = std::static_pointer_cast<WebSocketConn>(shared_from_this())](beast::error_code ec, size_t) {
+      if (ec || self->finished()) return self->finish();  // closed, timed out, or too big (Beast sent 1009)
+      if (!self->ws_.got_text()) {
+        self->in_.consume(self->in_.size());
+        self->close(1003, "binary frames are not supported");
+        return self->read();
+      }
+      std::string text = beast::buffers_to_string(self->in_.data());
+      self->in_.consume(self->in_.size());
+      if (auto* h = self->handler()) h->on_message(text);
+      self->read();
+    });
+  }
+
+  websocket::stream<beast::tcp_stream> ws_;
+  beast::flat_buffer in_;
+};
+
+class EventStreamConn final : public StreamConn {
+ public:
+  EventStreamConn(tcp::socket socket, std::shared_ptr<StreamHandler> handler, const HttpServerOptions& o,
+                  std::shared_ptr<void> keep)
+      : StreamConn(socket.get_executor(), std::move(handler), o.stream_queue_bytes, std::move(keep)),
+        socket_(std::move(socket)) {}
+
+  void start(std::string head) {
+    opened_head_ = std::move(head);
+    auto self = std::static_pointer_cast<EventStreamConn>(shared_from_this());
+    net::async_write(socket_, net::buffer(opened_head_), [self](beast::error_code ec, size_t) {
+      if (ec) return self->finish();
+      self->opened();
+      self->read();
+    });
+  }
+
+ protected:
+  void write(const std::string& data, std::function<void(beast::error_code)> done) override {
+    net::async_write(socket_, net::buffer(data), [done = std::move(done)](beast::error_code ec, size_t) { done(ec); });
+  }
+  void graceful_close(uint16_t, const std::string&, std::function<void()> done) override {
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_send, ec);
+    done();
+  }
+  void hard_close() override {
+    beast::error_code ec;
+    socket_.shutdown(tcp::socket::shutdown_both, ec);
+    socket_.close(ec);
+  }
+
+ private:
+  // The client sends nothing after its request; reading tells us when it goes away.
+  void read() {
+    socket_.async_read_some(net::buffer(discard_), [self = std::static_pointer_cast<EventStreamConn>(shared_from_this())](
+                                                        beast::error_code ec, size_t) {
+      if (ec || self->finished()) return self->finish();
+      self->read();
+    });
+  }
+
+  tcp::socket socket_;
+  std::string opened_head_;
+  std::array<char, 512> discard_{};
+};
+
+}  // namespace
 
 struct HttpServer::Impl {
   HttpServerOptions options;
@@ -73,6 +344,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   // Called at shutdown: an idle connection closes now, a busy one after its response.
   void close_if_idle() {
     net::post(stream_.get_executor(), [self = shared_from_this()] {
+      if (auto conn = self->stream_conn_.lock()) return conn->close(1001, "server shutting down");
+      if (self->streaming_) return;
       if (!self->busy_) self->close();
     });
   }
@@ -199,7 +472,40 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       log_error("http.handler_exception", {{"path", req.path}, {"error", e.what()}});
       res = error_response(500, "INTERNAL", "internal error");
     }
+    if (res.stream) return start_stream(std::move(res));
     respond(std::move(res), keep_alive_);
+  }
+
+  // The handler keeps the connection: hand the socket to a WebSocket or an event stream.
+  void start_stream(HttpResponse res) {
+    const bool no_body = header_ && !text_ && !file_;
+    if (res.status == 101 && !(no_body && websocket::is_upgrade(header_->get()))) {
+      HttpResponse refusal = error_response(426, "UPGRADE_REQUIRED",
+                                            "this endpoint speaks WebSocket: send a GET with Upgrade: websocket");
+      refusal.headers.emplace_back("Upgrade", "websocket");
+      return respond(std::move(refusal), false);
+    }
+    if (res.status != 101 && (res.status != 200 || res.content_type != "text/event-stream"))
+      return respond(error_response(500, "INTERNAL", "internal error: a stream must be a WebSocket or an event stream"), false);
+    finish_request();  // a stream is not a request in flight: shutdown closes it instead of waiting
+    streaming_ = true;
+    auto socket = stream_.release_socket();
+    if (res.status == 101) {
+      auto conn = std::make_shared<WebSocketConn>(std::move(socket), std::move(res.stream), server_.options,
+                                                  shared_from_this());
+      stream_conn_ = conn;
+      conn->start(header_->get());  // header_ outlives the handshake: the connection keeps this session
+      return;
+    }
+    std::string head = "HTTP/1.1 200 OK\r\nServer: deeplens\r\nContent-Type: text/event-stream\r\n"
+                       "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Accel-Buffering: no\r\n"
+                       "Connection: close\r\n";
+    for (const auto& [k, v] : res.headers) head += k + ": " + v + "\r\n";
+    head += "\r\n";
+    auto conn = std::make_shared<EventStreamConn>(std::move(socket), std::move(res.stream), server_.options,
+                                                  shared_from_this());
+    stream_conn_ = conn;
+    conn->start(std::move(head));
   }
 
   void respond(HttpResponse res, bool keep_alive) {
@@ -286,6 +592,8 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   bool counted_ = false;
   bool closed_ = false;
   bool linger_ = false;
+  bool streaming_ = false;                 // the socket went to a stream connection
+  std::weak_ptr<StreamConn> stream_conn_;  // that connection (it owns this session)
   std::vector<char> discard_;
   uint64_t drained_ = 0;
 };
@@ -379,6 +687,17 @@ void HttpServer::stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (impl_->in_flight > 0) log_warn("http.drain_timeout", {{"inFlight", impl_->in_flight.load()}});
+  // Streams were asked to close (1001): give their close frames a moment to go out.
+  const auto streams_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (std::chrono::steady_clock::now() < streams_deadline) {
+    bool any = false;
+    {
+      std::lock_guard lock(impl_->sessions_mu);
+      for (auto& w : impl_->sessions) any = any || !w.expired();
+    }
+    if (!any) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   impl_->ioc.stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();

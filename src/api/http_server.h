@@ -14,6 +14,12 @@
 // address; a connection past either limit is closed as soon as it is accepted.
 // Every response carries X-Content-Type-Options: nosniff.
 //
+// Streams: a handler may keep its connection (HttpResponse::stream): a WebSocket upgrade answered
+// 101 becomes a WebSocket (Boost.Beast; text frames only — a binary frame closes with 1003; keep-alive
+// pings; at most ws_max_message_bytes per message), a 200 text/event-stream response sends its
+// headers and then what the handler sends. Either way each connection has a send queue of at most
+// stream_queue_bytes; a client that lets it fill is closed. At shutdown they close (1001).
+//
 // Shutdown (stop): the acceptor closes, requests in flight finish and are answered with
 // "Connection: close", idle keep-alive connections close; then the threads exit.
 // Thread-safety: start/stop from one thread; the handler is called concurrently from the pool.
@@ -45,6 +51,11 @@ struct HttpServerOptions {
   std::chrono::seconds idle_timeout{60};     // keep-alive
   std::chrono::seconds drain_timeout{20};    // stop() waits this long for requests in flight
   std::filesystem::path spool_dir;           // where spooled bodies go (must exist)
+  // Long-lived connections (WebSocket, text/event-stream; see StreamHandler in http.h).
+  uint64_t stream_queue_bytes = 4u << 20;       // push.send_queue_bytes: unsent bytes per connection
+  uint64_t ws_max_message_bytes = 64u << 10;    // a bigger client frame closes with 1009
+  std::chrono::seconds ws_ping_interval{25};    // push.ping_interval_s: ping after this much silence;
+                                                // no answer within as long again closes
 };
 
 class HttpServer {

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "app/commands.h"
+#include "api/push_feed.h"
 #include "app/runtime.h"
 #include "common/log.h"
 
@@ -55,7 +56,15 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
     node.stop();
     return 2;
   }
-  api::ApiService service(node.context(), node.bus(), api_options((*rt)->config, *(*rt)->models));
+  // Real-time: every HTTP process hears every event (a broadcast consumer), whichever took the upload.
+  api::PushHub hub(push_options((*rt)->config), node.context().clock);
+  api::PushFeed feed(node.bus(), node.store(), hub, node.metrics());
+  if (auto st = feed.start(); !st) {
+    std::cerr << "error: cannot start the real-time feed: " << st.error().message << "\n";
+    node.stop();
+    return 1;
+  }
+  api::ApiService service(node.context(), node.bus(), api_options((*rt)->config, *(*rt)->models), &hub);
   api::HttpServer server(
       server_options((*rt)->config), [&](api::HttpRequest& r) { return service.handle(r); },
       [&](api::HttpRequest& r) { return service.admit(r); });
@@ -86,7 +95,8 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
   int sig = 0;
   sigwait(&stop_signals, &sig);
   log_info("serve.stopping", {{"signal", sig}});
-  server.stop();  // finish requests in flight first
+  server.stop();  // finish requests in flight first (streams close with 1001)
+  feed.stop();
   node.stop();    // then the stages
   log_info("serve.stopped");
   return 0;

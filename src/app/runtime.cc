@@ -29,6 +29,17 @@ api::HttpServerOptions server_options(const Config& c) {
   o.spool_dir = std::filesystem::path(c.str("data_dir")) / "spool";
   o.max_connections = static_cast<int>(c.integer("server.max_connections"));
   o.max_connections_per_client = static_cast<int>(c.integer("server.max_connections_per_client"));
+  o.stream_queue_bytes = static_cast<uint64_t>(c.integer("push.send_queue_bytes"));
+  o.ws_ping_interval = std::chrono::seconds(std::max<int64_t>(1, c.integer("push.ping_interval_s")));
+  return o;
+}
+
+api::PushHubOptions push_options(const Config& c) {
+  api::PushHubOptions o;
+  o.history_events = static_cast<size_t>(std::max<int64_t>(0, c.integer("push.history_events")));
+  o.history_age = std::chrono::seconds(c.integer("push.history_s"));
+  o.max_connections_per_tenant = static_cast<int>(c.integer("push.max_connections_per_tenant"));
+  o.max_subscriptions_per_connection = static_cast<int>(c.integer("push.max_subscriptions_per_connection"));
   return o;
 }
 
@@ -41,6 +52,7 @@ api::ApiOptions api_options(const Config& c, const ModelRegistry& models) {
   o.tenant_limits.max_bytes = c.integer("limits.max_bytes");
   o.tenant_limits.upload_rate = c.number("limits.upload_rate");
   o.tenant_limits.search_rate = c.number("limits.search_rate");
+  o.push_heartbeat = std::chrono::seconds(std::max<int64_t>(1, c.integer("push.sse_heartbeat_s")));
   return o;
 }
 

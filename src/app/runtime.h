@@ -42,6 +42,7 @@ Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c);
 
 api::HttpServerOptions server_options(const Config& c);
 api::ApiOptions api_options(const Config& c, const ModelRegistry& models);
+api::PushHubOptions push_options(const Config& c);
 ImageLimits image_limits(const Config& c);
 
 // Creates the default tenant on first start and makes sure it has a key; returns a key to print

@@ -45,6 +45,10 @@ struct ConsumerOptions {
   std::string group;                // consumer group id, e.g. "deeplens.extract"
   std::vector<std::string> topics;  // subscribed topics
   size_t max_batch = 16;            // upper bound on messages returned by one poll (bounded in-flight)
+  // A broadcast consumer shares no group: it reads every partition of its topics from the end (what
+  // is published after subscribe() returns), keeps its position in memory only, and commit() does
+  // nothing. For listeners that every process runs (the real-time hub), not for stages.
+  bool broadcast = false;
 };
 
 class Consumer {

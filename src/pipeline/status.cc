@@ -38,7 +38,9 @@ Result<ImageStatusView> load_status(MetadataStore& store, const std::string& ten
   return v;
 }
 
-std::string status_json(const ImageStatusView& v) {
+std::string status_json(const ImageStatusView& v) { return status_object(v).dump(); }
+
+nlohmann::ordered_json status_object(const ImageStatusView& v) {
   nlohmann::ordered_json j;
   j["imageId"] = v.image.image_id;
   j["status"] = image_status_name(v.image.status);
@@ -64,7 +66,7 @@ std::string status_json(const ImageStatusView& v) {
   j["lastUpdated"] = format_iso8601(v.last_updated);
   if (v.image.status == ImageStatus::kFailed)
     j["error"] = {{"code", v.image.error_code}, {"message", v.image.error_message}};
-  return j.dump();
+  return j;
 }
 
 }  // namespace deeplens

@@ -3,6 +3,7 @@
 // durations), searchableAfter and lastUpdated.
 #pragma once
 
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,7 +21,9 @@ struct ImageStatusView {
 
 Result<ImageStatusView> load_status(MetadataStore& store, const std::string& tenant_id, const std::string& image_id);
 
-// The spec's JSON body for a status view (camelCase; ISO-8601 times).
+// The spec's JSON body for a status view (camelCase; ISO-8601 times), as text and as an object
+// (the real-time StatusChanged event adds its fields to it).
 std::string status_json(const ImageStatusView& view);
+nlohmann::ordered_json status_object(const ImageStatusView& view);
 
 }  // namespace deeplens

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <set>
 
+#include "common/ids.h"
 #include "common/log.h"
 
 namespace deeplens {
@@ -76,13 +77,14 @@ std::vector<std::pair<std::string, std::string>> common_settings(const KafkaBusO
   };
 }
 
-std::vector<std::pair<std::string, std::string>> consumer_settings(const KafkaBusOptions& o, const std::string& group) {
+std::vector<std::pair<std::string, std::string>> consumer_settings(const KafkaBusOptions& o, const std::string& group,
+                                                                   const char* offset_reset = "earliest") {
   auto s = common_settings(o, o.client_id + "-" + group);
   s.insert(s.end(), {
                         {"group.id", group},
                         {"enable.auto.commit", "false"},
                         {"enable.auto.offset.store", "false"},
-                        {"auto.offset.reset", "earliest"},
+                        {"auto.offset.reset", offset_reset},
                         {"fetch.wait.max.ms", "100"},
                         {"fetch.error.backoff.ms", "100"},
                         {"partition.assignment.strategy", "range,roundrobin"},
@@ -94,9 +96,10 @@ std::vector<std::pair<std::string, std::string>> consumer_settings(const KafkaBu
 
 Result<rd_kafka_t*> new_consumer_handle(const KafkaBusOptions& o, const std::string& group, void* opaque,
                                         void (*rebalance)(rd_kafka_t*, rd_kafka_resp_err_t,
-                                                          rd_kafka_topic_partition_list_t*, void*)) {
+                                                          rd_kafka_topic_partition_list_t*, void*),
+                                        const char* offset_reset = "earliest") {
   ConfHolder holder;
-  if (auto st = apply_settings(holder.conf, consumer_settings(o, group)); !st) return std::move(st).error();
+  if (auto st = apply_settings(holder.conf, consumer_settings(o, group, offset_reset)); !st) return std::move(st).error();
   rd_kafka_conf_set_log_cb(holder.conf, on_log);
   rd_kafka_conf_set_error_cb(holder.conf, on_error);
   rd_kafka_conf_set_opaque(holder.conf, opaque);
@@ -147,7 +150,10 @@ class KafkaConsumer final : public Consumer {
   }
 
   Status open() {
-    auto rk = new_consumer_handle(bus_options_, options_.group, this, &KafkaConsumer::on_rebalance);
+    // A broadcast consumer is the only member of a group of its own, starting at the end; it never
+    // commits, so the group holds no offsets.
+    auto rk = new_consumer_handle(bus_options_, options_.group, this, &KafkaConsumer::on_rebalance,
+                                  options_.broadcast ? "latest" : "earliest");
     if (!rk) return std::move(rk).error();
     rk_ = *rk;
     rd_kafka_poll_set_consumer(rk_);  // errors and rebalances are served by consumer_poll
@@ -207,6 +213,7 @@ class KafkaConsumer final : public Consumer {
   }
 
   Status commit(const BusMessage& msg) override {
+    if (options_.broadcast) return {};
     if (closed_) return Error(ErrorCode::kFailedPrecondition, "consumer is closed").with("group", options_.group);
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, msg.topic.c_str(), msg.partition)->offset = msg.offset + 1;
@@ -551,7 +558,12 @@ PublishOutcome KafkaBus::publish_batch(std::span<const OutboxMessage> messages) 
 Result<std::unique_ptr<Consumer>> KafkaBus::subscribe(const ConsumerOptions& options) {
   if (options.group.empty() || options.topics.empty() || options.max_batch == 0)
     return Error(ErrorCode::kInvalidArgument, "a consumer needs a group, at least one topic and max_batch > 0");
-  auto consumer = std::make_unique<KafkaConsumer>(options_, options);
+  ConsumerOptions o = options;
+  if (o.broadcast) {  // a group of its own
+    SystemRandom random;
+    o.group += "." + IdGenerator(random).hex(8);
+  }
+  auto consumer = std::make_unique<KafkaConsumer>(options_, std::move(o));
   if (auto st = consumer->open(); !st) return std::move(st).error();
   return std::unique_ptr<Consumer>(std::move(consumer));
 }

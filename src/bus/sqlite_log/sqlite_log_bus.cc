@@ -56,6 +56,7 @@ class SqliteLogConsumer final : public Consumer {
   ~SqliteLogConsumer() override { close(); }
 
   Status join() {
+    if (options_.broadcast) return start_at_end();
     return bus_.db().write([&](SqliteConnection& c) -> Status {
       for (const auto& topic : options_.topics) {
         for (int p = 0; p < bus_.options().partitions; ++p) {
@@ -88,6 +89,7 @@ class SqliteLogConsumer final : public Consumer {
   }
 
   Status commit(const BusMessage& msg) override {
+    if (options_.broadcast) return {};
     auto st = bus_.db().write([&](SqliteConnection& c) -> Status {
       auto q = c.prepare("UPDATE bus_offsets SET next_offset = MAX(next_offset, ?) WHERE consumer_group = ?"
                          " AND topic = ? AND partition = ?");
@@ -112,6 +114,7 @@ class SqliteLogConsumer final : public Consumer {
 
   void close() override {
     if (closed_.exchange(true)) return;
+    if (options_.broadcast) return;
     auto st = bus_.db().write([&](SqliteConnection& c) -> Status {
       auto q = c.prepare("DELETE FROM bus_members WHERE consumer_group = ? AND member_id = ?");
       if (!q) return std::move(q).error();
@@ -122,6 +125,24 @@ class SqliteLogConsumer final : public Consumer {
   }
 
  private:
+  // Broadcast: every partition, from its current end.
+  Status start_at_end() {
+    return bus_.db().read([&](SqliteConnection& c) -> Status {
+      auto q = c.prepare("SELECT next_offset FROM bus_partitions WHERE topic = ? AND partition = ?");
+      if (!q) return std::move(q).error();
+      for (const auto& topic : options_.topics) {
+        for (int p = 0; p < bus_.options().partitions; ++p) {
+          (*q)->reset();
+          (*q)->bind(1, topic).bind(2, p);
+          auto row = (*q)->step();
+          if (!row) return std::move(row).error();
+          positions_[{topic, p}] = *row ? (*q)->int64(0) : 0;
+        }
+      }
+      return {};
+    });
+  }
+
   Status heartbeat(SqliteConnection& c) {
     const int64_t now = to_ms(bus_.clock().now());
     auto q = c.prepare("INSERT INTO bus_members (consumer_group, member_id, heartbeat_at) VALUES (?, ?, ?)"
@@ -137,12 +158,17 @@ class SqliteLogConsumer final : public Consumer {
   }
 
   Result<std::vector<BusMessage>> fetch() {
-    if (std::chrono::steady_clock::now() - last_heartbeat_ > bus_.options().heartbeat_interval) {
+    if (!options_.broadcast && std::chrono::steady_clock::now() - last_heartbeat_ > bus_.options().heartbeat_interval) {
       if (auto st = bus_.db().write([&](SqliteConnection& c) { return heartbeat(c); }); !st)
         return std::move(st).error();
     }
     std::vector<BusMessage> out;
     auto st = bus_.db().read([&](SqliteConnection& c) -> Status {
+      std::set<std::pair<std::string, int>> assigned;
+      if (options_.broadcast) {
+        for (const auto& [tp, _] : positions_) assigned.insert(tp);
+        return read_partitions(c, assigned, out);
+      }
       // Live members, sorted: this member owns partitions p with p % n == index.
       auto m = c.prepare("SELECT member_id FROM bus_members WHERE consumer_group = ? AND heartbeat_at >= ? ORDER BY member_id");
       if (!m) return std::move(m).error();
@@ -160,14 +186,22 @@ class SqliteLogConsumer final : public Consumer {
       const size_t n = members.size();
       const size_t index = static_cast<size_t>(std::find(members.begin(), members.end(), member_id_) - members.begin());
 
-      std::set<std::pair<std::string, int>> assigned;
       for (const auto& topic : options_.topics)
         for (int p = 0; p < bus_.options().partitions; ++p)
           if (static_cast<size_t>(p) % n == index) assigned.emplace(topic, p);
       // Forget positions of partitions no longer ours; new ones start at the committed offset.
       for (auto it = positions_.begin(); it != positions_.end();)
         it = assigned.count(it->first) ? std::next(it) : positions_.erase(it);
+      return read_partitions(c, assigned, out);
+    });
+    if (!st) return std::move(st).error();
+    return out;
+  }
 
+  // Reads from each assigned partition (from our position, or the group's committed offset when
+  // that is further) until the batch is full.
+  Status read_partitions(SqliteConnection& c, const std::set<std::pair<std::string, int>>& assigned,
+                         std::vector<BusMessage>& out) {
       auto committed = c.prepare("SELECT next_offset FROM bus_offsets WHERE consumer_group = ? AND topic = ? AND partition = ?");
       if (!committed) return std::move(committed).error();
       auto fetch = c.prepare("SELECT offset, key, headers, payload, created_at FROM bus_log WHERE topic = ?"
@@ -178,11 +212,14 @@ class SqliteLogConsumer final : public Consumer {
       if (!order.empty()) std::rotate(order.begin(), order.begin() + static_cast<long>(rotation_++ % order.size()), order.end());
       for (const auto& tp : order) {
         if (out.size() >= options_.max_batch) break;
-        (*committed)->reset();
-        (*committed)->bind(1, options_.group).bind(2, tp.first).bind(3, tp.second);
-        auto row = (*committed)->step();
-        if (!row) return std::move(row).error();
-        const int64_t committed_offset = *row ? (*committed)->int64(0) : 0;
+        int64_t committed_offset = 0;
+        if (!options_.broadcast) {
+          (*committed)->reset();
+          (*committed)->bind(1, options_.group).bind(2, tp.first).bind(3, tp.second);
+          auto row = (*committed)->step();
+          if (!row) return std::move(row).error();
+          committed_offset = *row ? (*committed)->int64(0) : 0;
+        }
         auto pos = positions_.find(tp);
         const int64_t from = pos == positions_.end() ? committed_offset : std::max(pos->second, committed_offset);
         (*fetch)->reset();
@@ -204,9 +241,6 @@ class SqliteLogConsumer final : public Consumer {
         }
       }
       return {};
-    });
-    if (!st) return std::move(st).error();
-    return out;
   }
 
   void maybe_trim() {

@@ -87,7 +87,7 @@ class HttpServerTest : public ::testing::Test {
           ++handled_;
           std::error_code ec;
           const auto size = req.body_file.empty() ? 0 : fs::file_size(req.body_file, ec);
-          return HttpResponse{200, "text/plain", std::to_string(size), {}};
+          return HttpResponse{200, "text/plain", std::to_string(size), {}, nullptr};
         },
         [this](HttpRequest& req) {
           ++admitted_calls_;
