@@ -1,4 +1,5 @@
-// The client CLI over the HTTP API: `deeplens upload FILE... [--wait]`, `deeplens status ID`,
+// The client CLI over the HTTP API: `deeplens upload FILE... [--wait]` (waits on the WebSocket,
+// polling status if it cannot connect), `deeplens watch [IMAGE_ID...]`, `deeplens status ID`,
 // `deeplens search FILE | --image ID`, plus `deeplens routes` (the server's route table, for the
 // OpenAPI check). URL and key come from --url/--api-key or DEEPLENS_URL/DEEPLENS_API_KEY.
 #include <curl/curl.h>
@@ -8,10 +9,15 @@
 #include <cstdlib>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "api/api_service.h"
 #include "app/commands.h"
+#include "app/ws_client.h"
 
 namespace deeplens::app {
 
@@ -42,6 +48,7 @@ class Client {
     curl_ = curl_easy_init();
   }
   ~Client() { curl_easy_cleanup(curl_); }
+  const ClientFlags& flags() const { return flags_; }
 
   Reply get(const std::string& path) { return perform(path, nullptr, nullptr); }
   Reply post_json(const std::string& path, const std::string& body) { return perform(path, nullptr, &body); }
@@ -112,8 +119,73 @@ void progress_bar(size_t done, size_t total, size_t failed) {
             << done << "/" << total << (failed ? " (" + std::to_string(failed) + " failed)" : "") << std::flush;
 }
 
+// Final states pushed over the WebSocket, collected by a reader thread while the uploads go on
+// (subscribed to the whole tenant before the first upload, so nothing is missed).
+class CompletionWatcher {
+ public:
+  static std::unique_ptr<CompletionWatcher> open(const ClientFlags& flags) {
+    auto ws = WsClient::connect(flags.url, flags.key);
+    if (!ws) return nullptr;
+    if (!(*ws)->send(R"({"type":"subscribe","id":1,"topic":"tenant"})")) return nullptr;
+    auto reply = (*ws)->read();  // "subscribed" (or an error: then poll)
+    if (!reply || nlohmann::json::parse(*reply, nullptr, false).value("type", "") != "subscribed") return nullptr;
+    std::unique_ptr<CompletionWatcher> w(new CompletionWatcher());
+    w->ws_ = std::move(ws).value();
+    w->reader_ = std::thread([raw = w.get()] { raw->run(); });
+    return w;
+  }
+  ~CompletionWatcher() {
+    ws_->close();
+    if (reader_.joinable()) reader_.join();
+  }
+  // Waits until id is final (true; *status set) or the connection broke / deadline (false).
+  bool wait_for(const std::string& id, std::chrono::steady_clock::time_point deadline, std::string* status,
+                std::string* detail) {
+    std::unique_lock lock(mu_);
+    cv_.wait_until(lock, deadline, [&] { return broken_ || final_.count(id); });
+    auto it = final_.find(id);
+    if (it == final_.end()) return false;
+    *status = it->second.first;
+    *detail = it->second.second;
+    return true;
+  }
+
+ private:
+  CompletionWatcher() = default;
+  void run() {
+    while (true) {
+      auto text = ws_->read();
+      std::lock_guard lock(mu_);
+      if (!text) {
+        broken_ = true;
+        cv_.notify_all();
+        return;
+      }
+      auto m = nlohmann::json::parse(*text, nullptr, false);
+      if (m.is_discarded() || m.value("type", "") != "event" || m.value("event", "") != "StatusChanged") continue;
+      const auto& d = m["data"];
+      const std::string status = d.value("status", "");
+      if (status == "completed" || status == "failed") {
+        final_[d.value("imageId", "")] = {status, d.dump()};
+        cv_.notify_all();
+      }
+    }
+  }
+  std::unique_ptr<WsClient> ws_;
+  std::thread reader_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::pair<std::string, std::string>> final_;
+  bool broken_ = false;
+};
+
 int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool wait, const std::string& models) {
   Client client(flags);
+  std::unique_ptr<CompletionWatcher> watcher;
+  if (wait) {
+    watcher = CompletionWatcher::open(client.flags());
+    if (!watcher) std::cerr << "note: no WebSocket; waiting by polling status\n";
+  }
   std::vector<std::string> ids;
   size_t failed = 0;
   const bool bar = files.size() > 1;
@@ -146,6 +218,19 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
     size_t finished = 0, failures = 0;
     std::vector<bool> done(ids.size(), false);
+    if (watcher) {
+      for (size_t i = 0; i < ids.size(); ++i) {
+        std::string status, detail;
+        if (!watcher->wait_for(ids[i], deadline, &status, &detail)) break;  // broken: poll the rest
+        done[i] = true;
+        ++finished;
+        if (status == "failed") {
+          ++failures;
+          std::cerr << ids[i] << ": failed: " << detail << "\n";
+        }
+        if (bar) progress_bar(finished, ids.size(), failures);
+      }
+    }
     while (finished < ids.size() && std::chrono::steady_clock::now() < deadline) {
       for (size_t i = 0; i < ids.size(); ++i) {
         if (done[i]) continue;
@@ -171,6 +256,57 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
   return failed ? 1 : 0;
 }
 
+// `deeplens watch [ID...]`: one line per event; with ids, until each is completed or failed.
+int watch(const ClientFlags& f, const std::vector<std::string>& ids) {
+  Client client(f);  // resolves --url / --api-key from the environment
+  auto ws = WsClient::connect(client.flags().url, client.flags().key);
+  if (!ws) {
+    std::cerr << "error: " << ws.error().message << "\n";
+    return 3;
+  }
+  if (ids.empty()) {
+    (void)(*ws)->send(R"({"type":"subscribe","id":0,"topic":"tenant"})");
+  } else {
+    for (size_t i = 0; i < ids.size(); ++i)
+      (void)(*ws)->send(nlohmann::json{{"type", "subscribe"}, {"id", i}, {"topic", "image:" + ids[i]}}.dump());
+  }
+  std::set<std::string> pending(ids.begin(), ids.end());
+  while (true) {
+    auto text = (*ws)->read();
+    if (!text) {
+      std::cerr << "error: " << text.error().message << "\n";
+      return 1;
+    }
+    auto m = nlohmann::json::parse(*text, nullptr, false);
+    const std::string type = m.is_discarded() ? "" : m.value("type", "");
+    if (type == "error") {
+      std::cerr << "error: " << m["error"].value("code", "") << ": " << m["error"].value("message", "") << "\n";
+      if (m.contains("id") && m["id"].is_number_unsigned() && m["id"].get<size_t>() < ids.size())
+        pending.erase(ids[m["id"].get<size_t>()]);
+      if (!ids.empty() && pending.empty()) return 1;
+      continue;
+    }
+    if (type != "event") continue;
+    const std::string event = m.value("event", "");
+    const auto& d = m["data"];
+    std::string image, what;
+    if (event == "StatusChanged") {
+      image = d.value("imageId", "");
+      what = d.value("status", "") + "\t" + d.value("transition", "");
+      if (d.contains("step")) what += " " + d.value("step", "");
+      if (d.contains("modelName")) what += " (" + d.value("modelName", "") + ")";
+    } else {
+      image = d.contains("data") ? d["data"].value("imageId", "") : "";
+      what = d.value("eventType", "");
+    }
+    std::cout << m.value("seq", uint64_t{0}) << "\t" << event << "\t" << image << "\t" << what << std::endl;
+    if (event == "StatusChanged" && (d.value("status", "") == "completed" || d.value("status", "") == "failed")) {
+      pending.erase(image);
+      if (!ids.empty() && pending.empty()) return 0;
+    }
+  }
+}
+
 }  // namespace
 
 void register_client_commands(CLI::App& root, int* exit_code) {
@@ -189,6 +325,12 @@ void register_client_commands(CLI::App& root, int* exit_code) {
   up->add_option("--models", *models, "Comma-separated models (default: the server's default model)");
   add_flags(up);
   up->callback([flags, files, wait, models, exit_code] { *exit_code = upload(*flags, *files, *wait, *models); });
+
+  auto watch_ids = std::make_shared<std::vector<std::string>>();
+  auto* wa = root.add_subcommand("watch", "Print real-time events: of the given images until each finishes, else the whole tenant's");
+  wa->add_option("image_ids", *watch_ids, "Image ids (img_...); none = every image of the tenant, until Ctrl-C");
+  add_flags(wa);
+  wa->callback([flags, watch_ids, exit_code] { *exit_code = watch(*flags, *watch_ids); });
 
   auto id = std::make_shared<std::string>();
   auto* st = root.add_subcommand("status", "Show an image's processing status");

@@ -12,7 +12,7 @@ Fails (one "FAIL ..." line each) when:
   * the server has a route (method + path) that the document lacks;
   * the document has an operation the server lacks;
   * an operation has no operationId, or one another operation also has;
-  * an operation has no 2xx response;
+  * an operation has no 2xx response (101 Switching Protocols counts for a WebSocket upgrade);
   * an operation under /api/v1 does not declare security (its own `security`, or the document's
     top-level one when it has none, must hold at least one non-empty requirement), or names a
     security scheme missing from components.securitySchemes;
@@ -180,7 +180,7 @@ def main():
             operation_ids[op_id] = name
 
         responses = op.get("responses") if isinstance(op.get("responses"), dict) else {}
-        if not any(re.fullmatch(r"2(\d\d|XX)", str(code)) for code in responses):
+        if not any(re.fullmatch(r"2(\d\d|XX)|101", str(code)) for code in responses):
             failures.append(f"{name}: no 2xx response (has: {', '.join(map(str, responses)) or 'none'})")
 
         security = op.get("security", top_security)

@@ -42,10 +42,10 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.key = "dlk_kafka_e2e"
         self.servers = []
 
-    def api(self):
+    def api(self, *extra):
         """A `deeplens api` process on the shared data dir, stopped by tearDown whatever happens."""
         server = e2e.Server(data_dir=os.path.join(self.dir, "data"),
-                            extra_args=["--bus", self.bus, *KAFKA_TUNING, *self.metadata_args()],
+                            extra_args=["--bus", self.bus, *KAFKA_TUNING, *self.metadata_args(), *extra],
                             env={"DEEPLENS_AUTH_DEFAULT_KEY": self.key})
         os.makedirs(server.data_dir, exist_ok=True)
         self.servers.append(server)
@@ -81,6 +81,59 @@ class KafkaMultiProcessTest(unittest.TestCase):
     def extracted_by(self, name):
         with open(os.path.join(self.dir, name + ".log")) as f:
             return sum(1 for line in f if '"msg":"features.extracted"' in line)
+
+    def test_a_client_on_api_b_hears_of_an_upload_through_api_a(self):
+        """Real-time on Kafka: every HTTP process reads every event (issue #14)."""
+        import asyncio
+        import websockets
+        api_a = self.api()
+        api_b = self.api("--stages", "notify")  # no vector index: api A owns it
+        self.worker("w1")
+
+        async def scenario():
+            url = api_b.url.replace("http://", "ws://") + "/api/v1/ws"
+            ws = await websockets.connect(url, extra_headers={"Authorization": f"Bearer {self.key}"})
+            await ws.send(json.dumps({"type": "subscribe", "id": 1, "topic": "tenant"}))
+            self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), 30))["type"], "subscribed")
+
+            async def completions(ids, timeout):
+                done, events = set(), {}
+                deadline = time.time() + timeout
+                while done != set(ids) and time.time() < deadline:
+                    try:
+                        m = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.time())))
+                    except asyncio.TimeoutError:
+                        break
+                    if m.get("event") == "ProcessingCompleted":
+                        image = m["data"]["data"]["imageId"]
+                        events[image] = events.get(image, 0) + 1
+                        done.add(image)
+                return done, events
+
+            # api B's broadcast consumer joins its own group and starts at the end once it has its
+            # partitions: warm up until an upload through A is heard on B (bounded).
+            heard = False
+            deadline = time.time() + 60
+            seed = 50000
+            while not heard and time.time() < deadline:
+                r = api_a.upload(e2e.png_bytes(40, 40, seed=seed), "warm.png")
+                seed += 1
+                self.assertEqual(r.status, 202, r.body)
+                done, _ = await completions([r.json()["imageId"]], 15)
+                heard = bool(done)
+            self.assertTrue(heard, "api B never heard of an upload through api A")
+            ids = []
+            for i in range(10):
+                r = api_a.upload(e2e.png_bytes(44, 40, seed=60000 + i), "a.png")
+                self.assertEqual(r.status, 202, r.body)
+                ids.append(r.json()["imageId"])
+            done, events = await completions(ids, 120)
+            await ws.close()
+            return ids, done, events
+
+        ids, done, events = asyncio.run(scenario())
+        self.assertEqual(done, set(ids))
+        self.assertEqual({i: events[i] for i in ids}, {i: 1 for i in ids}, "one ProcessingCompleted per image")
 
     def test_api_and_two_workers_share_the_work_and_survive_a_killed_worker(self):
         api = self.api()
