@@ -277,5 +277,25 @@ TEST(SqliteLogBusWakeUp, EveryAppendWakesAWaitingConsumerWhileOtherTransactionsC
   std::filesystem::remove_all(dir);
 }
 
+
+TEST_F(SqliteLogBusTest, BroadcastConsumersEachGetEveryNewMessageAndNoneFromBefore) {
+  publish("img_old", "before");
+  ConsumerOptions o;
+  o.group = "hub";
+  o.topics = {"t"};
+  o.max_batch = 100;
+  o.broadcast = true;
+  auto x = std::move(bus_->subscribe(o)).value();
+  auto y = std::move(bus_->subscribe(o)).value();
+  auto group = consumer("stage");  // a normal group beside them
+  for (int i = 0; i < 20; ++i) publish("img_" + std::to_string(i), std::to_string(i));
+  auto gx = drain(*x, 20), gy = drain(*y, 20);
+  ASSERT_EQ(gx.size(), 20u);  // both members see every partition: no split
+  ASSERT_EQ(gy.size(), 20u);
+  for (const auto& m : gx) EXPECT_NE(m.payload, "before");
+  EXPECT_TRUE(x->commit(gx.back()).ok());
+  EXPECT_EQ(drain(*group, 21).size(), 21u);  // a normal group still starts at the oldest message
+}
+
 }  // namespace
 }  // namespace deeplens

@@ -362,5 +362,49 @@ TEST_F(KafkaBusTest, DevKafkaCommandPrintsBootstrapServersAndStopsOnSigterm) {
   std::filesystem::remove(port_file);
 }
 
+
+// The real-time hub's consumers: each reads every partition, only what comes after it joined, and
+// two of them with the same name do not split the work.
+TEST_F(KafkaBusTest, BroadcastConsumersEachGetEveryNewMessageAndNoneFromBefore) {
+  make_topic(3);
+  publish("old", "before");
+  ConsumerOptions o;
+  o.group = "g.hub";
+  o.topics = {topic_};
+  o.broadcast = true;
+  auto x = std::move(bus_->subscribe(o)).value();
+  auto y = std::move(bus_->subscribe(o)).value();
+  // Both are assigned every partition of their own group; publish until each has seen a message.
+  std::vector<BusMessage> gx, gy;
+  int n = 0;
+  testing::wait_until([&] {
+    publish("k" + std::to_string(n), "new" + std::to_string(n));
+    ++n;
+    for (auto pair : {std::make_pair(x.get(), &gx), std::make_pair(y.get(), &gy)}) {
+      auto batch = pair.first->poll(100ms);
+      if (batch) pair.second->insert(pair.second->end(), batch->begin(), batch->end());
+    }
+    return !gx.empty() && !gy.empty();
+  }, 30s);
+  ASSERT_FALSE(gx.empty());
+  ASSERT_FALSE(gy.empty());
+  for (int i = 0; i < 9; ++i) publish("m" + std::to_string(i), "after");
+  auto count_after = [](const std::vector<BusMessage>& got) {
+    return std::count_if(got.begin(), got.end(), [](const BusMessage& m) { return m.payload == "after"; });
+  };
+  testing::wait_until([&] {
+    for (auto pair : {std::make_pair(x.get(), &gx), std::make_pair(y.get(), &gy)}) {
+      auto batch = pair.first->poll(100ms);
+      if (batch) pair.second->insert(pair.second->end(), batch->begin(), batch->end());
+    }
+    return count_after(gx) == 9 && count_after(gy) == 9;
+  }, 20s);
+  EXPECT_EQ(count_after(gx), 9);  // every partition, on both
+  EXPECT_EQ(count_after(gy), 9);
+  for (const auto* got : {&gx, &gy})
+    for (const auto& m : *got) EXPECT_NE(m.payload, "before");
+  EXPECT_TRUE(x->commit(gx.back()).ok());  // a no-op, not an error
+}
+
 }  // namespace
 }  // namespace deeplens
