@@ -16,13 +16,42 @@ import sys
 import time
 import unittest
 
+import jsonschema
 import websockets  # Debian's python3-websockets
+import yaml
 
 sys.path.insert(0, os.path.dirname(__file__))
 import deeplens_e2e as e2e  # noqa: E402
 
 # The transitions of one image through the single-model pipeline, in order.
 TRANSITIONS = ["uploaded", "step.started", "step.completed", "step.started", "completed"]
+
+
+SCHEMAS = os.path.join(os.path.dirname(__file__), "..", "..", "schemas")
+
+
+def realtime_validator():
+    """Validates a server message against schemas/asyncapi-realtime.yaml (the pipeline events it
+    carries against their own JSON Schemas, inlined for the resolver)."""
+    with open(os.path.join(SCHEMAS, "asyncapi-realtime.yaml")) as f:
+        doc = yaml.safe_load(f)
+    event_data = doc["components"]["messages"]["Event"]["payload"]["properties"]["data"]["oneOf"]
+    store = {}
+    for i, ref in enumerate(event_data):
+        if ref["$ref"].startswith("./"):
+            with open(os.path.join(SCHEMAS, ref["$ref"][2:])) as f:
+                schema = json.load(f)
+            store[schema["$id"]] = schema
+            event_data[i] = {"$ref": schema["$id"]}
+    names = {"authenticated": "Authenticated", "subscribed": "Subscribed", "event": "Event", "reset": "Reset",
+             "unsubscribed": "Unsubscribed", "pong": "Pong", "error": "Error"}
+
+    def validate(message):
+        name = names[message["type"]]
+        root = dict(doc, **{"$ref": f"#/components/messages/{name}/payload"})
+        resolver = jsonschema.RefResolver.from_schema(root, store=store)
+        jsonschema.Draft202012Validator(root, resolver=resolver).validate(message)
+    return validate
 
 
 def run(coro):
@@ -98,12 +127,15 @@ class RealtimeTest(unittest.TestCase):
             self.assertEqual(sub["type"], "subscribed", sub)
             self.assertEqual(sub["id"], 1)
             ids = upload_pngs(self.server, 20, seed=1)
+            validate = realtime_validator()
+            validate(sub)
             events = {i: [] for i in ids}
             completed = {i: 0 for i in ids}
             seqs = []
             deadline = time.time() + 120
             while sum(completed.values()) < len(ids) and time.time() < deadline:
                 m = await recv_json(ws, 60)
+                validate(m)  # as schemas/asyncapi-realtime.yaml describes it
                 self.assertEqual(m["type"], "event", m)
                 self.assertEqual(m["topic"], "tenant")
                 seqs.append(m["seq"])
