@@ -687,8 +687,9 @@ void HttpServer::stop() {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   if (impl_->in_flight > 0) log_warn("http.drain_timeout", {{"inFlight", impl_->in_flight.load()}});
-  // Streams were asked to close (1001): give their close frames a moment to go out.
-  const auto streams_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  // Streams were asked to close (1001): give their close frames a moment to go out (a peer that
+  // does not answer is cut after 2 s, see StreamConn).
+  const auto streams_deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   while (std::chrono::steady_clock::now() < streams_deadline) {
     bool any = false;
     {
