@@ -106,6 +106,20 @@ const RouteSpec kRouteSpecs[] = {
     // Authenticated by the upgrade's headers or, for browsers, by the first message (admit()).
     {"GET", "/api/v1/ws", false, false, "websocket", &ApiService::websocket},
     {"GET", "/api/v1/events", false, true, "events", &ApiService::events},
+    {"POST", "/api/v1/webhooks", false, true, "create_webhook", &ApiService::create_webhook},
+    {"GET", "/api/v1/webhooks", false, true, "list_webhooks", &ApiService::list_webhooks},
+    {"GET", "/api/v1/webhooks/{id}", false, true, "get_webhook", &ApiService::get_webhook},
+    {"PATCH", "/api/v1/webhooks/{id}", false, true, "update_webhook", &ApiService::update_webhook},
+    {"DELETE", "/api/v1/webhooks/{id}", false, true, "delete_webhook", &ApiService::delete_webhook},
+    {"POST", "/api/v1/webhooks/{id}/rotate-secret", false, true, "rotate_webhook_secret",
+     &ApiService::rotate_webhook_secret},
+    {"POST", "/api/v1/webhooks/{id}/test", false, true, "test_webhook", &ApiService::test_webhook},
+    {"GET", "/api/v1/webhooks/{id}/deliveries", false, true, "list_webhook_deliveries",
+     &ApiService::list_webhook_deliveries},
+    {"GET", "/api/v1/webhooks/{id}/deliveries/{deliveryId}", false, true, "get_webhook_delivery",
+     &ApiService::get_webhook_delivery},
+    {"POST", "/api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver", false, true, "redeliver_webhook_delivery",
+     &ApiService::redeliver_webhook_delivery},
 };
 
 std::vector<std::pair<std::string, std::string>> ApiService::route_table() {

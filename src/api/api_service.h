@@ -20,6 +20,10 @@
 #include "bus/event_bus.h"
 #include "pipeline/context.h"
 
+namespace deeplens::webhooks {
+class SecretBox;
+}
+
 namespace deeplens::api {
 
 // Per-tenant limits where the tenant sets none (limits.*); 0 = unlimited.
@@ -39,6 +43,16 @@ struct ApiOptions {
   // every process within this time.
   std::chrono::milliseconds key_cache_ttl{500};
   std::chrono::milliseconds push_heartbeat{15000};  // push.sse_heartbeat_s: event-stream keep-alive comments
+};
+
+// What the webhook routes need beyond the pipeline's context (ApiService::enable_webhooks).
+struct WebhookApiContext {
+  const webhooks::SecretBox* secrets = nullptr;  // seals new secrets; nullptr: the routes answer 503
+  RandomSource* random = nullptr;                // the CSPRNG for secrets
+  int max_per_tenant = 50;                       // webhooks.max_per_tenant
+  bool allow_private_networks = false;           // webhooks.allow_private_networks
+  std::chrono::seconds secret_overlap{86400};    // webhooks.secret_overlap_s: old secret still signs this long
+  std::function<void()> kick;                    // a delivery is due now (the local dispatcher)
 };
 
 struct Route {
@@ -78,6 +92,20 @@ class ApiService {
   HttpResponse metrics(HttpRequest& req);
   HttpResponse websocket(HttpRequest& req);
   HttpResponse events(HttpRequest& req);
+  // webhook_api.cc
+  HttpResponse create_webhook(HttpRequest& req);
+  HttpResponse list_webhooks(HttpRequest& req);
+  HttpResponse get_webhook(HttpRequest& req);
+  HttpResponse update_webhook(HttpRequest& req);
+  HttpResponse delete_webhook(HttpRequest& req);
+  HttpResponse rotate_webhook_secret(HttpRequest& req);
+  HttpResponse test_webhook(HttpRequest& req);
+  HttpResponse list_webhook_deliveries(HttpRequest& req);
+  HttpResponse get_webhook_delivery(HttpRequest& req);
+  HttpResponse redeliver_webhook_delivery(HttpRequest& req);
+
+  // Turns the webhook routes on (before the server starts).
+  void enable_webhooks(WebhookApiContext context);
 
  private:
   const Route* match(const std::string& method, const std::string& path, std::map<std::string, std::string>& params,
@@ -90,6 +118,8 @@ class ApiService {
   Result<Credentials> authenticate(const HttpRequest& req);
   StorageQuota quota_of(const Tenant& tenant) const;
   std::optional<HttpResponse> over_rate(const Tenant& tenant, bool upload);
+  std::optional<HttpResponse> webhooks_unavailable() const;
+  std::optional<HttpResponse> check_webhook_url(const std::string& url) const;
 
   PipelineContext& ctx_;
   EventBus& bus_;
@@ -97,6 +127,7 @@ class ApiService {
   std::vector<Route> routes_;
   PushHub* hub_;
   std::unique_ptr<PushContext> push_;  // when hub_
+  WebhookApiContext webhooks_;
   std::mutex auth_mu_;
   std::unordered_map<std::string, Credentials> key_cache_;  // sha256(key) -> credentials; guarded by auth_mu_
 };

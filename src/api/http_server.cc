@@ -653,7 +653,9 @@ Status HttpServer::start() {
   if (port < 0 || port > 65535)
     return Error(ErrorCode::kInvalidArgument, "server.listen: bad port in '" + listen + "'").with("key", "server.listen");
   tcp::endpoint endpoint(address, static_cast<uint16_t>(port));
-  auto& acc = impl_->acceptor.emplace(impl_->ioc);
+  // The acceptor lives on its own strand: its completion handler (which re-arms the accept) and
+  // stop()'s close never run at once on two io threads.
+  auto& acc = impl_->acceptor.emplace(net::make_strand(impl_->ioc));
   acc.open(endpoint.protocol(), ec);
   if (!ec) acc.set_option(net::socket_base::reuse_address(true), ec);
   if (!ec) acc.bind(endpoint, ec);
@@ -672,10 +674,11 @@ uint16_t HttpServer::port() const { return impl_->bound_port; }
 void HttpServer::stop() {
   if (impl_->threads.empty()) return;
   impl_->draining = true;
-  net::post(impl_->ioc, [this] {
-    beast::error_code ec;
-    if (impl_->acceptor) impl_->acceptor->close(ec);
-  });
+  if (impl_->acceptor)
+    net::post(impl_->acceptor->get_executor(), [this] {
+      beast::error_code ec;
+      impl_->acceptor->close(ec);
+    });
   const auto deadline = std::chrono::steady_clock::now() + impl_->options.drain_timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     {

@@ -5,6 +5,8 @@
 #include <curl/curl.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
+#include <sstream>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -52,6 +54,10 @@ class Client {
 
   Reply get(const std::string& path) { return perform(path, nullptr, nullptr); }
   Reply post_json(const std::string& path, const std::string& body) { return perform(path, nullptr, &body); }
+  // Any method, with an optional JSON body.
+  Reply send(const std::string& method, const std::string& path, const std::string* json_body = nullptr) {
+    return perform(path, nullptr, json_body, method);
+  }
   Reply post_file(const std::string& path, const std::string& file, const std::vector<std::pair<std::string, std::string>>& fields) {
     curl_mime* mime = curl_mime_init(curl_);
     curl_mimepart* part = curl_mime_addpart(mime);
@@ -69,11 +75,14 @@ class Client {
   bool has_key() const { return !flags_.key.empty(); }
 
  private:
-  Reply perform(const std::string& path, curl_mime* mime, const std::string* json_body) {
+  Reply perform(const std::string& path, curl_mime* mime, const std::string* json_body,
+                const std::string& method = {}) {
     Reply r;
     curl_easy_reset(curl_);
     const std::string url = flags_.url + path;
     curl_easy_setopt(curl_, CURLOPT_URL, url.c_str());
+    if (!method.empty()) curl_easy_setopt(curl_, CURLOPT_CUSTOMREQUEST, method.c_str());
+    if (method == "POST" && !json_body) curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, "");
     curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, collect);
     curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &r.body);
     curl_easy_setopt(curl_, CURLOPT_TIMEOUT, 120L);
@@ -309,6 +318,125 @@ int watch(const ClientFlags& f, const std::vector<std::string>& ids) {
 
 }  // namespace
 
+// `deeplens webhooks ...`: the /api/v1/webhooks routes from the command line.
+static void register_webhook_commands(CLI::App& root, const std::shared_ptr<ClientFlags>& flags,
+                               const std::function<void(CLI::App*)>& add_flags, int* exit_code) {
+  auto* wh = root.add_subcommand("webhooks", "Manage webhook endpoints and read their delivery logs");
+  wh->require_subcommand(1);
+  // Runs one request and prints the JSON answer (or the error); `ok` is the expected status.
+  auto run = [flags, exit_code](const std::string& method, const std::string& path, const nlohmann::json* body,
+                                long ok) {
+    Client client(*flags);
+    const std::string text = body ? body->dump() : std::string();
+    Reply r = client.send(method, path, body ? &text : nullptr);
+    if (!r.error.empty() || r.status != ok) {
+      *exit_code = report(r);
+      return;
+    }
+    if (!r.body.empty()) std::cout << nlohmann::json::parse(r.body, nullptr, false).dump(2) << "\n";
+  };
+  auto split = [](const std::string& list) {
+    std::vector<std::string> out;
+    std::stringstream in(list);
+    for (std::string item; std::getline(in, item, ',');)
+      if (!item.empty()) out.push_back(item);
+    return out;
+  };
+
+  auto url = std::make_shared<std::string>();
+  auto events = std::make_shared<std::string>("processing.completed,processing.failed");
+  auto description = std::make_shared<std::string>();
+  auto* create = wh->add_subcommand("create", "Register an endpoint; prints its secret (shown once)");
+  create->add_option("endpoint_url", *url, "Where to POST events (http or https)")->required();
+  create->add_option("--events", *events,
+                     "Comma-separated: image.uploaded, processing.completed, processing.failed, image.deleted "
+                     "(default processing.completed,processing.failed)");
+  create->add_option("--description", *description, "A label for people");
+  add_flags(create);
+  create->callback([run, split, url, events, description] {
+    nlohmann::json body{{"url", *url}, {"events", split(*events)}};
+    if (!description->empty()) body["description"] = *description;
+    run("POST", "/api/v1/webhooks", &body, 201);
+  });
+
+  auto* list = wh->add_subcommand("list", "List this tenant's endpoints");
+  add_flags(list);
+  list->callback([run] { run("GET", "/api/v1/webhooks", nullptr, 200); });
+
+  auto id = std::make_shared<std::string>();
+  auto* show = wh->add_subcommand("show", "Show one endpoint");
+  show->add_option("id", *id, "Webhook id (wh_...)")->required();
+  add_flags(show);
+  show->callback([run, id] { run("GET", "/api/v1/webhooks/" + *id, nullptr, 200); });
+
+  auto new_url = std::make_shared<std::string>();
+  auto new_events = std::make_shared<std::string>();
+  auto enable = std::make_shared<bool>(false);
+  auto disable = std::make_shared<bool>(false);
+  auto* update = wh->add_subcommand("update", "Change an endpoint's url or events, or enable/disable it");
+  update->add_option("id", *id, "Webhook id (wh_...)")->required();
+  update->add_option("--endpoint-url", *new_url, "New endpoint url");
+  update->add_option("--events", *new_events, "New comma-separated event types");
+  update->add_flag("--enable", *enable, "Enable (also after DeepLens disabled it)");
+  update->add_flag("--disable", *disable, "Disable: nothing is sent until enabled");
+  add_flags(update);
+  update->callback([run, split, id, new_url, new_events, enable, disable, exit_code] {
+    nlohmann::json body = nlohmann::json::object();
+    if (!new_url->empty()) body["url"] = *new_url;
+    if (!new_events->empty()) body["events"] = split(*new_events);
+    if (*enable && *disable) {
+      std::cerr << "error: --enable or --disable, not both\n";
+      *exit_code = 2;
+      return;
+    }
+    if (*enable || *disable) body["enabled"] = *enable;
+    run("PATCH", "/api/v1/webhooks/" + *id, &body, 200);
+  });
+
+  auto* del = wh->add_subcommand("delete", "Delete an endpoint and its delivery log");
+  del->add_option("id", *id, "Webhook id (wh_...)")->required();
+  add_flags(del);
+  del->callback([run, id] { run("DELETE", "/api/v1/webhooks/" + *id, nullptr, 204); });
+
+  auto overlap = std::make_shared<int64_t>(-1);
+  auto* rotate = wh->add_subcommand("rotate-secret", "New secret; the old one also signs for the overlap");
+  rotate->add_option("id", *id, "Webhook id (wh_...)")->required();
+  rotate->add_option("--overlap", *overlap, "Seconds the old secret keeps signing (default webhooks.secret_overlap_s)");
+  add_flags(rotate);
+  rotate->callback([run, id, overlap] {
+    nlohmann::json body = nlohmann::json::object();
+    if (*overlap >= 0) body["overlapSeconds"] = *overlap;
+    run("POST", "/api/v1/webhooks/" + *id + "/rotate-secret", &body, 200);
+  });
+
+  auto* test = wh->add_subcommand("test", "Send a webhook.test event");
+  test->add_option("id", *id, "Webhook id (wh_...)")->required();
+  add_flags(test);
+  test->callback([run, id] { run("POST", "/api/v1/webhooks/" + *id + "/test", nullptr, 202); });
+
+  auto status = std::make_shared<std::string>();
+  auto limit = std::make_shared<int>(20);
+  auto* deliveries = wh->add_subcommand("deliveries", "The delivery log of an endpoint, newest first");
+  deliveries->add_option("id", *id, "Webhook id (wh_...)")->required();
+  deliveries->add_option("--status", *status, "pending, succeeded or failed");
+  deliveries->add_option("--limit", *limit, "How many (default 20)");
+  add_flags(deliveries);
+  deliveries->callback([run, id, status, limit] {
+    std::string path = "/api/v1/webhooks/" + *id + "/deliveries?limit=" + std::to_string(*limit);
+    if (!status->empty()) path += "&status=" + *status;
+    run("GET", path, nullptr, 200);
+  });
+
+  auto delivery = std::make_shared<std::string>();
+  auto* redeliver = wh->add_subcommand("redeliver", "Send a delivery again (same webhook-id)");
+  redeliver->add_option("id", *id, "Webhook id (wh_...)")->required();
+  redeliver->add_option("delivery_id", *delivery, "Delivery id (msg_...)")->required();
+  add_flags(redeliver);
+  redeliver->callback([run, id, delivery] {
+    run("POST", "/api/v1/webhooks/" + *id + "/deliveries/" + *delivery + "/redeliver", nullptr, 202);
+  });
+}
+
 void register_client_commands(CLI::App& root, int* exit_code) {
   auto flags = std::make_shared<ClientFlags>();
   auto add_flags = [flags](CLI::App* cmd) {
@@ -383,6 +511,8 @@ void register_client_commands(CLI::App& root, int* exit_code) {
                   hit.value("fileName", "").c_str());
     if (j["results"].empty()) std::cerr << "no results\n";
   });
+
+  register_webhook_commands(root, flags, add_flags, exit_code);
 
   auto* routes = root.add_subcommand("routes", "Print the HTTP API's routes (METHOD PATTERN)");
   routes->group("");  // hidden: used by the OpenAPI conformance test

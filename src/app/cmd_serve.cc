@@ -4,12 +4,16 @@
 // stages (each finishes the batch in hand; anything not committed is redone at the next start).
 #include <CLI/CLI.hpp>
 #include <csignal>
+#include <filesystem>
+#include <optional>
 #include <iostream>
 
 #include "app/commands.h"
 #include "api/push_feed.h"
 #include "app/runtime.h"
 #include "common/log.h"
+#include "webhooks/dispatcher.h"
+#include "webhooks/secret_box.h"
 
 namespace deeplens::app {
 
@@ -65,11 +69,56 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
     return 1;
   }
   api::ApiService service(node.context(), node.bus(), api_options((*rt)->config, *(*rt)->models), &hub);
+  // Webhooks: the routes and a dispatcher in every HTTP process (they share the queue by leases).
+  const Config& config = (*rt)->config;
+  std::optional<webhooks::SecretBox> secrets;
+  std::unique_ptr<webhooks::WebhookDispatcher> dispatcher;
+  if (config.boolean("webhooks.enabled")) {
+    const std::string key_file = config.str("webhooks.secrets_key_file").empty()
+                                     ? (std::filesystem::path(config.str("data_dir")) / "webhook-secrets.key").string()
+                                     : config.str("webhooks.secrets_key_file");
+    auto box = webhooks::SecretBox::from_file(key_file, (*rt)->random);
+    if (!box) {
+      std::cerr << "error: webhooks.secrets_key_file: " << box.error().to_string() << "\n";
+      feed.stop();
+      node.stop();
+      return 2;
+    }
+    secrets.emplace(std::move(box).value());
+    webhooks::DispatcherOptions options;
+    try {
+      options = dispatcher_options(config);
+    } catch (const std::exception& e) {
+      std::cerr << "error: " << e.what() << "\n";
+      feed.stop();
+      node.stop();
+      return 2;
+    }
+    options.owner = "dispatcher-" + node.context().ids.hex(8);
+    dispatcher = std::make_unique<webhooks::WebhookDispatcher>(node.store().webhooks(), *secrets, node.context().clock,
+                                                               (*rt)->random, node.metrics(), options);
+    if (auto st = dispatcher->start(); !st) {
+      std::cerr << "error: cannot start the webhook dispatcher: " << st.error().message << "\n";
+      feed.stop();
+      node.stop();
+      return 1;
+    }
+    api::WebhookApiContext wh;
+    wh.secrets = &*secrets;
+    wh.random = &(*rt)->random;
+    wh.max_per_tenant = static_cast<int>(config.integer("webhooks.max_per_tenant"));
+    wh.allow_private_networks = config.boolean("webhooks.allow_private_networks");
+    wh.secret_overlap = std::chrono::seconds(std::max<int64_t>(0, config.integer("webhooks.secret_overlap_s")));
+    wh.kick = [d = dispatcher.get()] { d->notify(); };
+    service.enable_webhooks(std::move(wh));
+  }
   api::HttpServer server(
       server_options((*rt)->config), [&](api::HttpRequest& r) { return service.handle(r); },
       [&](api::HttpRequest& r) { return service.admit(r); });
   if (auto st = server.start(); !st) {
     std::cerr << "error: " << st.error().message << "\n";
+    if (dispatcher) dispatcher->stop();
+    feed.stop();
     node.stop();
     return 1;
   }
@@ -96,6 +145,7 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
   sigwait(&stop_signals, &sig);
   log_info("serve.stopping", {{"signal", sig}});
   server.stop();  // finish requests in flight first (streams close with 1001)
+  if (dispatcher) dispatcher->stop();
   feed.stop();
   node.stop();    // then the stages
   log_info("serve.stopped");

@@ -43,6 +43,28 @@ api::PushHubOptions push_options(const Config& c) {
   return o;
 }
 
+webhooks::DispatcherOptions dispatcher_options(const Config& c) {
+  webhooks::DispatcherOptions o;
+  o.timeout = std::chrono::seconds(std::max<int64_t>(1, c.integer("webhooks.timeout_s")));
+  o.schedule.clear();
+  for (const auto& item : c.list("webhooks.retry_schedule_s")) {
+    double seconds = 0;
+    try {
+      seconds = std::stod(item);
+    } catch (...) {
+      seconds = -1;
+    }
+    if (seconds < 0) throw std::runtime_error("webhooks.retry_schedule_s: '" + item + "' is not a number of seconds");
+    o.schedule.push_back(std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000)));
+  }
+  o.disable_after = std::chrono::seconds(std::max<int64_t>(1, c.integer("webhooks.disable_after_s")));
+  o.concurrency = static_cast<int>(std::max<int64_t>(1, c.integer("webhooks.concurrency")));
+  o.per_endpoint = static_cast<int>(std::max<int64_t>(1, c.integer("webhooks.per_endpoint_concurrency")));
+  o.allow_private_networks = c.boolean("webhooks.allow_private_networks");
+  o.user_agent = std::string("DeepLens/") + DEEPLENS_VERSION;
+  return o;
+}
+
 api::ApiOptions api_options(const Config& c, const ModelRegistry& models) {
   api::ApiOptions o;
   o.default_model = models.default_model();

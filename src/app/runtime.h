@@ -11,6 +11,7 @@
 #include "app/node.h"
 #include "common/config.h"
 #include "features/model_registry.h"
+#include "webhooks/dispatcher.h"
 
 namespace deeplens::app {
 
@@ -43,6 +44,7 @@ Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c);
 api::HttpServerOptions server_options(const Config& c);
 api::ApiOptions api_options(const Config& c, const ModelRegistry& models);
 api::PushHubOptions push_options(const Config& c);
+webhooks::DispatcherOptions dispatcher_options(const Config& c);
 ImageLimits image_limits(const Config& c);
 
 // Creates the default tenant on first start and makes sure it has a key; returns a key to print

@@ -51,6 +51,16 @@ ProcessingFailedEvent make_failure(PipelineContext& ctx, const EventEnvelope& or
   return e;
 }
 
+// Enqueues a failure and, when it is final, its "processing.failed" webhook deliveries (the same
+// transaction, so neither exists without the other).
+Status enqueue_failure(MetadataTx& tx, const ProcessingFailedEvent& f) {
+  const OutboxMessage msg = to_outbox(f);
+  if (auto st = tx.enqueue(msg); !st) return st;
+  if (!is_final_failure(f)) return {};
+  return tx.queue_webhook(WebhookEvent{f.envelope.tenant_id, std::string(event_types::kProcessingFailed),
+                                       f.envelope.event_id, msg.payload});
+}
+
 Result<bool> already_processed(PipelineContext& ctx, const char* group, const std::string& event_id) {
   bool processed = false;
   auto st = ctx.store.transact([&](MetadataTx& tx) -> Status {
@@ -141,7 +151,7 @@ Status Orchestrator::handle_one(const BusMessage& msg) {
                                   {"UNKNOWN_MODEL", "model '" + unknown_model + "' is not configured", false},
                                   once, topics::kImagesUploaded, msg.payload);
       log_failure(failure);
-      return tx.enqueue(to_outbox(failure));
+      return enqueue_failure(tx, failure);
     }
 
     auto steps = tx.get_steps(image_id);
@@ -391,7 +401,7 @@ size_t ExtractStage::handle(std::span<const BusMessage> batch) {
         step.last_error = it.failure->code + ": " + it.failure->message;
         if (auto s = tx.upsert_step(step); !s) return s;
         log_failure(failure);
-        return tx.enqueue(to_outbox(failure));
+        return enqueue_failure(tx, failure);
       }
       const int64_t duration = it.decode_ms + it.extract_ms;
       step.status = StepStatus::kCompleted;
@@ -500,7 +510,7 @@ Status IndexStage::handle_one(const BusMessage& msg) {
       step.last_error = failure->code + ": " + failure->message;
       if (auto s = tx.upsert_step(step); !s) return s;
       log_failure(f);
-      return tx.enqueue(to_outbox(f));
+      return enqueue_failure(tx, f);
     }
     step.status = StepStatus::kCompleted;
     step.completed_at = now;
@@ -538,7 +548,10 @@ Status IndexStage::handle_one(const BusMessage& msg) {
                                  {"totalMs", static_cast<long long>(done.data.total_processing_time_ms)}});
     ctx_.metrics.observe("deeplens_upload_to_searchable_seconds", {},
                          static_cast<double>(done.data.total_processing_time_ms) / 1000.0);
-    return tx.enqueue(to_outbox(done));
+    const OutboxMessage msg = to_outbox(done);
+    if (auto st = tx.enqueue(msg); !st) return st;
+    return tx.queue_webhook(WebhookEvent{done.envelope.tenant_id, std::string(event_types::kProcessingCompleted),
+                                         done.envelope.event_id, msg.payload});
   });
   // Deleted between the upsert and this transaction: delete_image removed the image's vectors
   // before ours was there, so take it out here (in the other order delete_image sees it).

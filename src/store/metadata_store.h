@@ -18,6 +18,7 @@
 
 #include "common/clock.h"
 #include "common/result.h"
+#include "store/webhook_store.h"
 
 namespace deeplens {
 
@@ -33,6 +34,15 @@ struct OutboxMessage {
   std::string key;  // the imageId
   std::string payload;
   Headers headers;
+};
+
+// An event for the tenant's webhook endpoints: one delivery is queued per enabled endpoint that
+// subscribes to `type`, in the transaction that queues it (at most one per endpoint and event_id).
+struct WebhookEvent {
+  std::string tenant_id;
+  std::string type;  // "image.uploaded", "processing.completed", "processing.failed", "image.deleted"
+  std::string event_id;
+  std::string payload;  // the event JSON, the body of every delivery
 };
 
 // A stored outbox row (for the relay).
@@ -192,6 +202,7 @@ class MetadataTx {
   virtual Status enqueue(const OutboxMessage& message) = 0;
   virtual Status add_dead_letter(const DeadLetter& letter) = 0;
   virtual Status schedule_retry(Timestamp due_at, const OutboxMessage& message) = 0;
+  virtual Status queue_webhook(const WebhookEvent& event) = 0;
 };
 
 class MetadataStore {
@@ -231,7 +242,8 @@ class MetadataStore {
   // One transaction: returns the existing image for a repeated idempotency key or (unless
   // skip_duplicate_check) an identical file (same sha256) in the tenant; else checks the quota,
   // inserts the image, adds it to the tenant's usage and enqueues its ImageUploadedEvent (built by
-  // make_event for the final image id). Over quota: kResourceExhausted with context reason
+  // make_event for the final image id) with its "image.uploaded" webhook deliveries (eventId = the
+  // image's correlation_id). Over quota: kResourceExhausted with context reason
   // "quota_images" or "quota_bytes" and "limit", and nothing is written.
   virtual Result<CreateImageOutcome> create_image(
       const ImageRecord& image, bool skip_duplicate_check,
@@ -242,8 +254,10 @@ class MetadataStore {
                                         int limit, const std::string& cursor) = 0;
   // Which of these image ids have a row (any tenant); for sweeping orphans.
   virtual Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) = 0;
-  // Deletes the image's rows (steps included) and takes it off the tenant's usage; kNotFound if absent.
-  virtual Status delete_image(const std::string& tenant_id, const std::string& image_id) = 0;
+  // Deletes the image's rows (steps included) and takes it off the tenant's usage, and queues the
+  // `deleted` webhook event if given, in one transaction; kNotFound if absent.
+  virtual Status delete_image(const std::string& tenant_id, const std::string& image_id,
+                              const WebhookEvent* deleted = nullptr) = 0;
   virtual Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() = 0;
   // Mean duration of the last `window` completed steps of this kind (ms), for time estimates.
   virtual Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) = 0;
@@ -272,6 +286,9 @@ class MetadataStore {
 
   // Removes processed-event markers older than `before` (they only guard against redelivery).
   virtual Status trim_processed(Timestamp before) = 0;
+  // Webhook endpoints and deliveries, on the same database.
+  virtual WebhookStore& webhooks() = 0;
+
   // Backends reachable (readiness).
   virtual Status ping() = 0;
 };

@@ -135,6 +135,45 @@ class KafkaMultiProcessTest(unittest.TestCase):
         self.assertEqual(done, set(ids))
         self.assertEqual({i: events[i] for i in ids}, {i: 1 for i in ids}, "one ProcessingCompleted per image")
 
+    def test_two_api_processes_send_each_webhook_delivery_once(self):
+        """Webhooks at scale (issue #15): both api processes run a dispatcher over the shared
+        queue; every completion is delivered, signed, and never by both."""
+        import webhooks_test as wh
+        hooks = ["--set", "webhooks.allow_private_networks=true", "--set", "webhooks.retry_schedule_s=1,1,2,2,4"]
+        api_a = self.api(*hooks)
+        api_b = self.api("--stages", "notify", *hooks)  # api A owns the vector index
+        self.worker("w1")
+        receiver = wh.Receiver([])
+        try:
+            created = wh.create_webhook(api_b, receiver.url, ["processing.completed"])
+            self.assertEqual(created.status, 201, created.body)
+            receiver.secrets.append(created.json()["secret"])
+            ids = []
+            for i in range(20):
+                server = api_a if i % 2 == 0 else api_b
+                r = server.upload(e2e.png_bytes(44, 40, seed=70000 + i), "w.png")
+                self.assertEqual(r.status, 202, r.body)
+                ids.append(r.json()["imageId"])
+            receiver.wait(lambda ds: len({d["json"]["data"]["imageId"] for d in ds}) >= 20, timeout=120,
+                          what="20 completions")
+            time.sleep(2)  # a second sender, if there were one, would have sent by now
+            completed = receiver.of_type("processing.completed")
+            self.assertEqual({d["json"]["data"]["imageId"] for d in completed}, set(ids))
+            self.assertTrue(all(d["valid"] for d in completed))
+            per_id = {}
+            for d in completed:
+                per_id[d["id"]] = per_id.get(d["id"], 0) + 1
+            self.assertEqual(len(per_id), 20)
+            self.assertEqual(set(per_id.values()), {1}, "a delivery was sent twice")
+            sent = 0
+            for server in (api_a, api_b):
+                m = re.search(r'deeplens_webhook_deliveries_total\{outcome="succeeded"\} (\d+)',
+                              server.request("GET", "/metrics").body.decode())
+                sent += int(m.group(1)) if m else 0
+            self.assertEqual(sent, 20)  # the two dispatchers' successes add up to one each
+        finally:
+            receiver.stop()
+
     def test_api_and_two_workers_share_the_work_and_survive_a_killed_worker(self):
         api = self.api()
         w1, w2 = self.worker("w1"), self.worker("w2")

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <exception>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
@@ -182,6 +183,44 @@ CREATE TABLE rate_buckets (
 )sql"},
     // Which relay holds a claimed row: a relay renews its own claims and never passes another's.
     {4, "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"},
+    // Webhook endpoints and their deliveries (queued by the transactions that cause them).
+    {5, R"sql(
+CREATE TABLE webhook_endpoints (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  tenant_id TEXT COLLATE "C" NOT NULL,
+  url TEXT NOT NULL,
+  events TEXT NOT NULL,
+  description TEXT NOT NULL,
+  enabled BOOLEAN NOT NULL,
+  disabled_reason TEXT,
+  secret TEXT NOT NULL,
+  previous_secret TEXT,
+  previous_secret_until BIGINT,
+  failing_since BIGINT,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints(tenant_id, created_at);
+CREATE TABLE webhook_deliveries (
+  id TEXT COLLATE "C" PRIMARY KEY,
+  endpoint_id TEXT COLLATE "C" NOT NULL,
+  tenant_id TEXT COLLATE "C" NOT NULL,
+  event_type TEXT NOT NULL,
+  event_id TEXT COLLATE "C" NOT NULL,
+  payload TEXT NOT NULL,
+  status TEXT COLLATE "C" NOT NULL,
+  attempt_count INTEGER NOT NULL,
+  attempts TEXT NOT NULL,
+  next_attempt_at BIGINT,
+  claimed_by TEXT,
+  claimed_until BIGINT,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL
+);
+CREATE UNIQUE INDEX webhook_deliveries_event ON webhook_deliveries(endpoint_id, event_id);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, created_at DESC, id DESC);
+)sql"},
 };
 
 
@@ -465,6 +504,16 @@ void insert_outbox(pqxx::transaction_base& t, const OutboxMessage& m, Timestamp 
                 m.topic, m.key, headers_to_json(m.headers), pqxx::binarystring(m.payload), to_ms(now));
 }
 
+void queue_webhook(pqxx::transaction_base& t, const WebhookEvent& e, Timestamp now) {
+  t.exec_params(
+      "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_type, event_id, payload, status,"
+      " attempt_count, attempts, next_attempt_at, created_at, updated_at)"
+      " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), id, tenant_id, $2, $3, $4, 'pending', 0, '[]',"
+      " $5, $5, $5 FROM webhook_endpoints WHERE tenant_id = $1 AND enabled AND strpos(events, $6) > 0"
+      " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
+      e.tenant_id, e.type, e.event_id, e.payload, to_ms(now), " " + e.type + " ");
+}
+
 void advisory_lock(pqxx::transaction_base& t, int space, const std::string& a, const std::string& b) {
   t.exec_params("SELECT pg_advisory_xact_lock($1::int4, hashtext($2))", space, a + '\x1f' + b);
 }
@@ -588,6 +637,13 @@ class PgTx final : public MetadataTx {
           " tenant_id, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
           d.topic, pqxx::binarystring(d.key), pqxx::binarystring(d.payload), d.stage, d.error_code, d.error_message,
           opt(d.image_id), opt(d.tenant_id), d.attempts, to_ms(now_));
+      return {};
+    });
+  }
+
+  Status queue_webhook(const WebhookEvent& e) override {
+    return guarded([&]() -> Status {
+      deeplens::queue_webhook(w_, e, now_);
       return {};
     });
   }
@@ -899,7 +955,10 @@ Result<CreateImageOutcome> PostgresMetadataStore::create_image(
         to_ms(image.updated_at));
     out.image = image;
     out.kind = CreateImageOutcome::Kind::kCreated;
-    insert_outbox(w, make_event(image), impl_->clock.now());
+    const OutboxMessage event = make_event(image);
+    insert_outbox(w, event, impl_->clock.now());
+    queue_webhook(w, WebhookEvent{image.tenant_id, "image.uploaded", image.correlation_id, event.payload},
+                  impl_->clock.now());
     return {};
   });
   if (!st) {
@@ -1001,7 +1060,8 @@ Result<std::vector<std::string>> PostgresMetadataStore::existing_images(const st
   return out;
 }
 
-Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
+Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id,
+                                           const WebhookEvent* deleted) {
   return impl_->run([&](pqxx::work& w) -> Status {
     auto r = w.exec_params("DELETE FROM images WHERE image_id = $1 AND tenant_id = $2 RETURNING file_size", image_id,
                            tenant_id);
@@ -1009,6 +1069,7 @@ Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const s
     w.exec_params("UPDATE tenants SET image_count = image_count - 1, bytes_stored = bytes_stored - $1 WHERE id = $2",
                   int64(r[0][0]), tenant_id);
     w.exec_params("DELETE FROM steps WHERE image_id = $1", image_id);
+    if (deleted) queue_webhook(w, *deleted, impl_->clock.now());
     return {};
   });
 }
@@ -1185,6 +1246,299 @@ Status PostgresMetadataStore::ping() {
     w.exec("SELECT 1");
     return {};
   });
+}
+
+// ------------------------------------------------------------------------------------------------
+// WebhookStore
+
+namespace {
+
+constexpr const char* kEndpointColumns =
+    "e.id, e.tenant_id, e.url, e.events, e.description, e.enabled, e.disabled_reason, e.secret,"
+    " e.previous_secret, e.previous_secret_until, e.failing_since, e.created_at, e.updated_at";
+constexpr int kDeliveryColumnCount = 12;  // where the joined endpoint columns start
+
+WebhookEndpoint read_endpoint(const pqxx::row& r, int at = 0) {
+  WebhookEndpoint e;
+  e.id = text(r[at + 0]);
+  e.tenant_id = text(r[at + 1]);
+  e.url = text(r[at + 2]);
+  e.events = webhook_events_from_column(text(r[at + 3]));
+  e.description = text(r[at + 4]);
+  e.enabled = r[at + 5].as<bool>();
+  e.disabled_reason = text(r[at + 6]);
+  e.secret = text(r[at + 7]);
+  e.previous_secret = text(r[at + 8]);
+  if (!r[at + 9].is_null()) e.previous_secret_until = from_ms(int64(r[at + 9]));
+  if (!r[at + 10].is_null()) e.failing_since = from_ms(int64(r[at + 10]));
+  e.created_at = from_ms(int64(r[at + 11]));
+  e.updated_at = from_ms(int64(r[at + 12]));
+  return e;
+}
+
+constexpr const char* kDeliveryColumns =
+    "d.id, d.endpoint_id, d.tenant_id, d.event_type, d.event_id, d.payload, d.status, d.attempt_count,"
+    " d.attempts, d.next_attempt_at, d.created_at, d.updated_at";
+
+WebhookDelivery read_delivery(const pqxx::row& r, int at = 0) {
+  WebhookDelivery d;
+  d.id = text(r[at + 0]);
+  d.endpoint_id = text(r[at + 1]);
+  d.tenant_id = text(r[at + 2]);
+  d.event_type = text(r[at + 3]);
+  d.event_id = text(r[at + 4]);
+  d.payload = text(r[at + 5]);
+  d.status = parse_delivery_status(text(r[at + 6])).value_or(DeliveryStatus::kPending);
+  d.attempt_count = static_cast<int>(int64(r[at + 7]));
+  d.attempts = delivery_attempts_from_json(text(r[at + 8]));
+  if (!r[at + 9].is_null()) d.next_attempt_at = from_ms(int64(r[at + 9]));
+  d.created_at = from_ms(int64(r[at + 10]));
+  d.updated_at = from_ms(int64(r[at + 11]));
+  return d;
+}
+
+Error webhook_not_found(const std::string& what, const std::string& id) {
+  return Error(ErrorCode::kNotFound, "no " + what + " '" + id + "' in this tenant").with("id", id);
+}
+
+std::optional<int64_t> ms_or_null(const std::optional<Timestamp>& t) { return opt_ms_value(t); }
+
+}  // namespace
+
+Status PostgresMetadataStore::create_webhook(const WebhookEndpoint& e, int max_per_tenant) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    // The tenant's row lock makes the count and the insert one step for concurrent creators.
+    w.exec_params("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", e.tenant_id);
+    const int64_t count = int64(w.exec_params("SELECT COUNT(*) FROM webhook_endpoints WHERE tenant_id = $1",
+                                              e.tenant_id)[0][0]);
+    if (max_per_tenant > 0 && count >= max_per_tenant)
+      return Error(ErrorCode::kResourceExhausted,
+                   "this tenant has " + std::to_string(count) + " webhooks, the most allowed (webhooks.max_per_tenant)")
+          .with("reason", "webhook_limit")
+          .with("limit", std::to_string(max_per_tenant));
+    w.exec_params(
+        "INSERT INTO webhook_endpoints (id, tenant_id, url, events, description, enabled, disabled_reason, secret,"
+        " previous_secret, previous_secret_until, failing_since, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        e.id, e.tenant_id, e.url, webhook_events_column(e.events), e.description, e.enabled, opt(e.disabled_reason),
+        e.secret, opt(e.previous_secret), ms_or_null(e.previous_secret_until), ms_or_null(e.failing_since),
+        to_ms(e.created_at), to_ms(e.updated_at));
+    return {};
+  });
+}
+
+Result<std::vector<WebhookEndpoint>> PostgresMetadataStore::list_webhooks(const std::string& tenant_id) {
+  std::vector<WebhookEndpoint> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    for (const auto& row : w.exec_params(std::string("SELECT ") + kEndpointColumns +
+                                             " FROM webhook_endpoints e WHERE e.tenant_id = $1 ORDER BY e.created_at, e.id",
+                                         tenant_id))
+      out.push_back(read_endpoint(row));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<WebhookEndpoint> PostgresMetadataStore::get_webhook(const std::string& tenant_id, const std::string& id) {
+  WebhookEndpoint out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(std::string("SELECT ") + kEndpointColumns +
+                               " FROM webhook_endpoints e WHERE e.tenant_id = $1 AND e.id = $2",
+                           tenant_id, id);
+    if (r.empty()) return webhook_not_found("webhook", id);
+    out = read_endpoint(r[0]);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::update_webhook(const WebhookEndpoint& e) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(
+        "UPDATE webhook_endpoints SET url = $1, events = $2, description = $3, enabled = $4, disabled_reason = $5,"
+        " secret = $6, previous_secret = $7, previous_secret_until = $8, failing_since = $9, updated_at = $10"
+        " WHERE tenant_id = $11 AND id = $12",
+        e.url, webhook_events_column(e.events), e.description, e.enabled, opt(e.disabled_reason), e.secret,
+        opt(e.previous_secret), ms_or_null(e.previous_secret_until), ms_or_null(e.failing_since), to_ms(e.updated_at),
+        e.tenant_id, e.id);
+    if (r.affected_rows() == 0) return webhook_not_found("webhook", e.id);
+    return {};
+  });
+}
+
+Status PostgresMetadataStore::delete_webhook(const std::string& tenant_id, const std::string& id) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2", tenant_id, id);
+    if (r.affected_rows() == 0) return webhook_not_found("webhook", id);
+    w.exec_params("DELETE FROM webhook_deliveries WHERE endpoint_id = $1", id);
+    return {};
+  });
+}
+
+Status PostgresMetadataStore::add_delivery(const WebhookDelivery& d) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    w.exec_params(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_type, event_id, payload, status,"
+        " attempt_count, attempts, next_attempt_at, created_at, updated_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        d.id, d.endpoint_id, d.tenant_id, d.event_type, d.event_id, d.payload, delivery_status_name(d.status),
+        d.attempt_count, delivery_attempts_to_json(d.attempts), ms_or_null(d.next_attempt_at), to_ms(d.created_at),
+        to_ms(d.updated_at));
+    return {};
+  });
+}
+
+Result<std::vector<ClaimedDelivery>> PostgresMetadataStore::claim_deliveries(const std::string& owner, Timestamp now,
+                                                                             std::chrono::milliseconds lease,
+                                                                             int limit, int per_endpoint) {
+  std::vector<ClaimedDelivery> out;
+  const int64_t now_ms = to_ms(now);
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    std::map<std::string, int> busy;  // endpoint -> deliveries under a live lease (any process)
+    for (const auto& row : w.exec_params(
+             "SELECT endpoint_id, COUNT(*) FROM webhook_deliveries WHERE status = 'pending' AND claimed_until > $1"
+             " GROUP BY endpoint_id",
+             now_ms))
+      busy[text(row[0])] = static_cast<int>(int64(row[1]));
+    auto r = w.exec_params(std::string("SELECT ") + kDeliveryColumns + ", " + kEndpointColumns +
+                               " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
+                               " WHERE d.status = 'pending' AND d.next_attempt_at <= $1 AND e.enabled"
+                               " AND (d.claimed_until IS NULL OR d.claimed_until <= $1)"
+                               " ORDER BY d.next_attempt_at LIMIT $2 FOR UPDATE OF d SKIP LOCKED",
+                           now_ms, static_cast<int64_t>(std::max(0, limit)) * 4);
+    std::string ids = "{";
+    for (const auto& row : r) {
+      if (static_cast<int>(out.size()) >= limit) break;
+      ClaimedDelivery cd{read_delivery(row), read_endpoint(row, kDeliveryColumnCount)};
+      int& n = busy[cd.delivery.endpoint_id];
+      if (per_endpoint > 0 && n >= per_endpoint) continue;
+      ++n;
+      ids += (out.empty() ? "" : ",") + cd.delivery.id;
+      out.push_back(std::move(cd));
+    }
+    ids += "}";
+    if (!out.empty())
+      w.exec_params("UPDATE webhook_deliveries SET claimed_by = $1, claimed_until = $2 WHERE id = ANY($3::text[])",
+                    owner, now_ms + static_cast<int64_t>(lease.count()), ids);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::record_attempt(const std::string& delivery_id, const AttemptOutcome& o) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params("SELECT attempts, endpoint_id FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+                           delivery_id);
+    if (r.empty()) return {};  // its endpoint was deleted meanwhile
+    auto attempts = delivery_attempts_from_json(text(r[0][0]));
+    const std::string endpoint = text(r[0][1]);
+    attempts.push_back(o.attempt);
+    if (attempts.size() > kKeptAttempts) attempts.erase(attempts.begin(), attempts.end() - kKeptAttempts);
+    const std::optional<int64_t> next =
+        o.status == DeliveryStatus::kPending ? ms_or_null(o.next_attempt_at) : std::nullopt;
+    w.exec_params(
+        "UPDATE webhook_deliveries SET status = $1, attempt_count = attempt_count + 1, attempts = $2,"
+        " next_attempt_at = $3, claimed_by = NULL, claimed_until = NULL, updated_at = $4 WHERE id = $5",
+        delivery_status_name(o.status), delivery_attempts_to_json(attempts), next, to_ms(o.attempt.at), delivery_id);
+    if (o.status == DeliveryStatus::kSucceeded)
+      w.exec_params("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1", endpoint);
+    else
+      w.exec_params("UPDATE webhook_endpoints SET failing_since = COALESCE(failing_since, $2) WHERE id = $1", endpoint,
+                    to_ms(o.attempt.at));
+    if (!o.disable_endpoint.empty())
+      w.exec_params("UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2 WHERE id = $3",
+                    o.disable_endpoint, to_ms(o.attempt.at), endpoint);
+    return {};
+  });
+}
+
+Result<DeliveryPage> PostgresMetadataStore::list_deliveries(const std::string& tenant_id, const std::string& endpoint_id,
+                                                            std::optional<DeliveryStatus> status, int limit,
+                                                            const std::string& cursor) {
+  DeliveryPage out;
+  std::pair<int64_t, std::string> after{INT64_MAX, ""};
+  const bool paged = !cursor.empty();
+  if (paged) {
+    auto parsed = parse_delivery_cursor(cursor);
+    if (!parsed) return std::move(parsed).error();
+    after = *parsed;
+  }
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.deliveries.clear();
+    auto r = w.exec_params(std::string("SELECT ") + kDeliveryColumns +
+                               " FROM webhook_deliveries d WHERE d.tenant_id = $1 AND d.endpoint_id = $2"
+                               " AND ($3::text IS NULL OR d.status = $3)"
+                               " AND (NOT $4 OR d.created_at < $5 OR (d.created_at = $5 AND d.id < $6))"
+                               " ORDER BY d.created_at DESC, d.id DESC LIMIT $7",
+                           tenant_id, endpoint_id, status ? delivery_status_name(*status) : nullptr, paged,
+                           after.first, after.second, static_cast<int64_t>(std::max(0, limit)) + 1);
+    for (const auto& row : r) out.deliveries.push_back(read_delivery(row));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  if (static_cast<int>(out.deliveries.size()) > limit) {
+    out.deliveries.pop_back();
+    out.next_cursor = delivery_cursor(out.deliveries.back());
+  }
+  return out;
+}
+
+Result<WebhookDelivery> PostgresMetadataStore::get_delivery(const std::string& tenant_id, const std::string& endpoint_id,
+                                                            const std::string& delivery_id) {
+  WebhookDelivery out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(std::string("SELECT ") + kDeliveryColumns +
+                               " FROM webhook_deliveries d WHERE d.tenant_id = $1 AND d.endpoint_id = $2 AND d.id = $3",
+                           tenant_id, endpoint_id, delivery_id);
+    if (r.empty()) return webhook_not_found("delivery", delivery_id);
+    out = read_delivery(r[0]);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Status PostgresMetadataStore::redeliver(const std::string& tenant_id, const std::string& endpoint_id,
+                                        const std::string& delivery_id, Timestamp now) {
+  return impl_->run([&](pqxx::work& w) -> Status {
+    auto r = w.exec_params(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $1, updated_at = $1"
+        " WHERE tenant_id = $2 AND endpoint_id = $3 AND id = $4",
+        to_ms(now), tenant_id, endpoint_id, delivery_id);
+    if (r.affected_rows() == 0) return webhook_not_found("delivery", delivery_id);
+    return {};
+  });
+}
+
+Result<std::vector<std::pair<std::string, int64_t>>> PostgresMetadataStore::pending_deliveries() {
+  std::vector<std::pair<std::string, int64_t>> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    for (const auto& row : w.exec("SELECT endpoint_id, COUNT(*) FROM webhook_deliveries WHERE status = 'pending'"
+                                  " GROUP BY endpoint_id ORDER BY endpoint_id"))
+      out.emplace_back(text(row[0]), int64(row[1]));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::optional<Timestamp>> PostgresMetadataStore::next_delivery_due() {
+  std::optional<Timestamp> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.reset();
+    auto r = w.exec("SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d JOIN webhook_endpoints e"
+                    " ON e.id = d.endpoint_id WHERE d.status = 'pending' AND e.enabled");
+    if (!r.empty() && !r[0][0].is_null()) out = from_ms(int64(r[0][0]));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
 }
 
 }  // namespace deeplens

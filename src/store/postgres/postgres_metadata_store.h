@@ -58,7 +58,7 @@ struct PostgresOptions {
   int max_attempts = 10;
 };
 
-class PostgresMetadataStore final : public MetadataStore {
+class PostgresMetadataStore final : public MetadataStore, public WebhookStore {
  public:
   // url: a libpq connection URI ("postgresql://user:pw@host:5432/db?sslmode=disable") or keyword
   // string ("host=... dbname=..."). Connects once and applies migrations; kUnavailable when the
@@ -90,7 +90,8 @@ class PostgresMetadataStore final : public MetadataStore {
   Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
                                 int limit, const std::string& cursor) override;
   Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) override;
-  Status delete_image(const std::string& tenant_id, const std::string& image_id) override;
+  Status delete_image(const std::string& tenant_id, const std::string& image_id,
+                      const WebhookEvent* deleted = nullptr) override;
   Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
   Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;
   Result<std::vector<OutboxRow>> pending_outbox(const std::string& relay_id, int limit,
@@ -104,6 +105,29 @@ class PostgresMetadataStore final : public MetadataStore {
   Status replay_dead_letter(int64_t id, const OutboxMessage& message) override;
   Status trim_processed(Timestamp before) override;
   Status ping() override;
+  WebhookStore& webhooks() override { return *this; }
+
+  // WebhookStore. claim_deliveries locks its candidates FOR UPDATE SKIP LOCKED, so processes
+  // claiming at once take different deliveries.
+  Status create_webhook(const WebhookEndpoint& endpoint, int max_per_tenant) override;
+  Result<std::vector<WebhookEndpoint>> list_webhooks(const std::string& tenant_id) override;
+  Result<WebhookEndpoint> get_webhook(const std::string& tenant_id, const std::string& id) override;
+  Status update_webhook(const WebhookEndpoint& endpoint) override;
+  Status delete_webhook(const std::string& tenant_id, const std::string& id) override;
+  Status add_delivery(const WebhookDelivery& delivery) override;
+  Result<std::vector<ClaimedDelivery>> claim_deliveries(const std::string& owner, Timestamp now,
+                                                        std::chrono::milliseconds lease, int limit,
+                                                        int per_endpoint) override;
+  Status record_attempt(const std::string& delivery_id, const AttemptOutcome& outcome) override;
+  Result<DeliveryPage> list_deliveries(const std::string& tenant_id, const std::string& endpoint_id,
+                                       std::optional<DeliveryStatus> status, int limit,
+                                       const std::string& cursor) override;
+  Result<WebhookDelivery> get_delivery(const std::string& tenant_id, const std::string& endpoint_id,
+                                       const std::string& delivery_id) override;
+  Status redeliver(const std::string& tenant_id, const std::string& endpoint_id, const std::string& delivery_id,
+                   Timestamp now) override;
+  Result<std::vector<std::pair<std::string, int64_t>>> pending_deliveries() override;
+  Result<std::optional<Timestamp>> next_delivery_due() override;
 
  private:
   struct Impl;

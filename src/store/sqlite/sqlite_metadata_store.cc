@@ -145,6 +145,44 @@ CREATE INDEX api_keys_tenant ON api_keys(tenant_id, created_at);
 )sql"},
       // Which relay holds a claimed row: a relay renews its own claims and never passes another's.
       {4, "ALTER TABLE outbox ADD COLUMN claimed_by TEXT;"},
+      // Webhook endpoints and their deliveries (queued by the transactions that cause them).
+      {5, R"sql(
+CREATE TABLE webhook_endpoints (
+  id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL,
+  url TEXT NOT NULL,
+  events TEXT NOT NULL,
+  description TEXT NOT NULL,
+  enabled INTEGER NOT NULL,
+  disabled_reason TEXT,
+  secret TEXT NOT NULL,
+  previous_secret TEXT,
+  previous_secret_until INTEGER,
+  failing_since INTEGER,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX webhook_endpoints_tenant ON webhook_endpoints(tenant_id, created_at);
+CREATE TABLE webhook_deliveries (
+  id TEXT PRIMARY KEY,
+  endpoint_id TEXT NOT NULL,
+  tenant_id TEXT NOT NULL,
+  event_type TEXT NOT NULL,
+  event_id TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  status TEXT NOT NULL,
+  attempt_count INTEGER NOT NULL,
+  attempts TEXT NOT NULL,
+  next_attempt_at INTEGER,
+  claimed_by TEXT,
+  claimed_until INTEGER,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX webhook_deliveries_event ON webhook_deliveries(endpoint_id, event_id);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, created_at DESC, id DESC);
+)sql"},
   };
   return kMigrations;
 }
@@ -377,6 +415,8 @@ class SqliteTx final : public MetadataTx {
     return (*q)->run();
   }
 
+  Status queue_webhook(const WebhookEvent& e) override { return sqlite_queue_webhook(c_, e, now_); }
+
   Status schedule_retry(Timestamp due_at, const OutboxMessage& m) override {
     auto q = c_.prepare("INSERT INTO scheduled_retries (due_at, topic, key, headers, payload) VALUES (?, ?, ?, ?, ?)");
     if (!q) return std::move(q).error();
@@ -602,8 +642,9 @@ Result<CreateImageOutcome> SqliteMetadataStore::create_image(
     out.image = image;
     out.kind = CreateImageOutcome::Kind::kCreated;
     const OutboxMessage event = make_event(image);
-    if (append_) return append_(c, event);
-    return insert_outbox(c, event, clock_.now());
+    if (auto st = append_ ? append_(c, event) : insert_outbox(c, event, clock_.now()); !st) return st;
+    return sqlite_queue_webhook(c, WebhookEvent{image.tenant_id, "image.uploaded", image.correlation_id, event.payload},
+                                clock_.now());
   });
   if (!st) return std::move(st).error();
   return out;
@@ -699,7 +740,8 @@ Result<std::vector<std::string>> SqliteMetadataStore::existing_images(const std:
   return out;
 }
 
-Status SqliteMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id) {
+Status SqliteMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id,
+                                         const WebhookEvent* deleted) {
   return db_.write([&](SqliteConnection& c) -> Status {
     auto u = c.prepare(
         "UPDATE tenants SET image_count = image_count - 1, bytes_stored = bytes_stored -"
@@ -716,7 +758,8 @@ Status SqliteMetadataStore::delete_image(const std::string& tenant_id, const std
     auto s = c.prepare("DELETE FROM steps WHERE image_id = ?");
     if (!s) return std::move(s).error();
     (*s)->bind(1, image_id);
-    return (*s)->run();
+    if (auto st = (*s)->run(); !st) return st;
+    return deleted ? sqlite_queue_webhook(c, *deleted, clock_.now()) : Status();
   });
 }
 

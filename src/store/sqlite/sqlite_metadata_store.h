@@ -19,7 +19,10 @@ namespace deeplens {
 // Appends one message to the event log on the given (writer, in-transaction) connection.
 using LogAppender = std::function<Status(SqliteConnection&, const OutboxMessage&)>;
 
-class SqliteMetadataStore final : public MetadataStore {
+// Queues `event`'s webhook deliveries on the given (writer, in-transaction) connection.
+Status sqlite_queue_webhook(SqliteConnection& c, const WebhookEvent& event, Timestamp now);
+
+class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
  public:
   // db must outlive the store. Applies the store's migrations.
   static Result<std::unique_ptr<SqliteMetadataStore>> open(SqliteDatabase& db, const Clock& clock,
@@ -45,7 +48,8 @@ class SqliteMetadataStore final : public MetadataStore {
   Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
                                 int limit, const std::string& cursor) override;
   Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) override;
-  Status delete_image(const std::string& tenant_id, const std::string& image_id) override;
+  Status delete_image(const std::string& tenant_id, const std::string& image_id,
+                      const WebhookEvent* deleted = nullptr) override;
   Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
   Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;
   Result<std::vector<OutboxRow>> pending_outbox(const std::string& relay_id, int limit,
@@ -59,6 +63,28 @@ class SqliteMetadataStore final : public MetadataStore {
   Status replay_dead_letter(int64_t id, const OutboxMessage& message) override;
   Status trim_processed(Timestamp before) override;
   Status ping() override;
+  WebhookStore& webhooks() override { return *this; }
+
+  // WebhookStore (sqlite_webhooks.cc)
+  Status create_webhook(const WebhookEndpoint& endpoint, int max_per_tenant) override;
+  Result<std::vector<WebhookEndpoint>> list_webhooks(const std::string& tenant_id) override;
+  Result<WebhookEndpoint> get_webhook(const std::string& tenant_id, const std::string& id) override;
+  Status update_webhook(const WebhookEndpoint& endpoint) override;
+  Status delete_webhook(const std::string& tenant_id, const std::string& id) override;
+  Status add_delivery(const WebhookDelivery& delivery) override;
+  Result<std::vector<ClaimedDelivery>> claim_deliveries(const std::string& owner, Timestamp now,
+                                                        std::chrono::milliseconds lease, int limit,
+                                                        int per_endpoint) override;
+  Status record_attempt(const std::string& delivery_id, const AttemptOutcome& outcome) override;
+  Result<DeliveryPage> list_deliveries(const std::string& tenant_id, const std::string& endpoint_id,
+                                       std::optional<DeliveryStatus> status, int limit,
+                                       const std::string& cursor) override;
+  Result<WebhookDelivery> get_delivery(const std::string& tenant_id, const std::string& endpoint_id,
+                                       const std::string& delivery_id) override;
+  Status redeliver(const std::string& tenant_id, const std::string& endpoint_id, const std::string& delivery_id,
+                   Timestamp now) override;
+  Result<std::vector<std::pair<std::string, int64_t>>> pending_deliveries() override;
+  Result<std::optional<Timestamp>> next_delivery_due() override;
 
  private:
   SqliteMetadataStore(SqliteDatabase& db, const Clock& clock, LogAppender append)

@@ -1090,6 +1090,207 @@ TEST_P(StoreConformanceTest, CountByStatusCountsEveryTenant) {
 
 TEST_P(StoreConformanceTest, PingAnswersWhileTheBackendIsUp) { ASSERT_OK(store().ping()); }
 
+// --- webhooks (issue #15)
+
+WebhookEndpoint make_webhook(const std::string& id, const std::string& tenant, std::vector<std::string> events,
+                             Timestamp created = kT0) {
+  WebhookEndpoint e;
+  e.id = id;
+  e.tenant_id = tenant;
+  e.url = "https://hooks.example.com/" + id;
+  e.events = std::move(events);
+  e.description = "desc " + id;
+  e.secret = "sealed-" + id;
+  e.created_at = e.updated_at = created;
+  return e;
+}
+
+TEST_P(StoreConformanceTest, WebhookEndpointsRoundTripPerTenantAndStopAtTheLimit) {
+  auto& w = store().webhooks();
+  ASSERT_OK(store().create_tenant(make_tenant("acme-corp", kT0)));
+  ASSERT_OK(w.create_webhook(make_webhook("wh_1", "acme-corp", {"processing.completed", "image.deleted"}), 2));
+  ASSERT_OK(w.create_webhook(make_webhook("wh_2", "acme-corp", {"image.uploaded"}, kT0 + 1s), 2));
+  auto third = w.create_webhook(make_webhook("wh_3", "acme-corp", {"image.uploaded"}), 2);
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.error().code, ErrorCode::kResourceExhausted);
+  EXPECT_EQ(third.error().context.at("reason"), "webhook_limit");
+  ASSERT_OK(w.create_webhook(make_webhook("wh_g", "globex", {"image.uploaded"}), 2));  // another tenant's own count
+  auto listed = w.list_webhooks("acme-corp");
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].id, "wh_1");
+  EXPECT_EQ((*listed)[0].events, (std::vector<std::string>{"processing.completed", "image.deleted"}));
+  EXPECT_EQ((*listed)[0].secret, "sealed-wh_1");
+  EXPECT_TRUE((*listed)[0].enabled);
+  EXPECT_FALSE(w.get_webhook("globex", "wh_1").ok());  // never another tenant's
+  auto e = w.get_webhook("acme-corp", "wh_1").value();
+  e.enabled = false;
+  e.disabled_reason = "the endpoint answered 410 Gone";
+  e.previous_secret = "sealed-old";
+  e.previous_secret_until = kT0 + 24h;
+  e.url = "https://hooks.example.com/moved";
+  ASSERT_OK(w.update_webhook(e));
+  auto again = w.get_webhook("acme-corp", "wh_1").value();
+  EXPECT_FALSE(again.enabled);
+  EXPECT_EQ(again.disabled_reason, "the endpoint answered 410 Gone");
+  EXPECT_EQ(again.previous_secret, "sealed-old");
+  EXPECT_EQ(again.previous_secret_until, kT0 + 24h);
+  EXPECT_EQ(again.url, "https://hooks.example.com/moved");
+  EXPECT_EQ(w.delete_webhook("globex", "wh_1").error().code, ErrorCode::kNotFound);
+  ASSERT_OK(w.delete_webhook("acme-corp", "wh_1"));
+  EXPECT_EQ(w.get_webhook("acme-corp", "wh_1").error().code, ErrorCode::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, DeliveriesAreQueuedInTheCausingTransactionForSubscribedEnabledEndpointsOnly) {
+  auto& w = store().webhooks();
+  ASSERT_OK(w.create_webhook(make_webhook("wh_done", "acme-corp", {"processing.completed"}), 0));
+  ASSERT_OK(w.create_webhook(make_webhook("wh_up", "acme-corp", {"image.uploaded", "image.deleted"}), 0));
+  auto off = make_webhook("wh_off", "acme-corp", {"processing.completed"});
+  off.enabled = false;
+  ASSERT_OK(w.create_webhook(off, 0));
+  ASSERT_OK(w.create_webhook(make_webhook("wh_other", "globex", {"processing.completed", "image.uploaded"}), 0));
+  create(make_image("img_a"));  // image.uploaded, eventId = correlation id
+  const WebhookEvent done{"acme-corp", "processing.completed", "evt_done_a", R"({"eventType":"processing.completed"})"};
+  ASSERT_OK(store().transact([&](MetadataTx& tx) { return tx.queue_webhook(done); }));
+  ASSERT_OK(store().transact([&](MetadataTx& tx) { return tx.queue_webhook(done); }));  // redelivered: no second row
+  // A transaction that fails queues nothing.
+  EXPECT_FALSE(store().transact([&](MetadataTx& tx) -> Status {
+    if (auto st = tx.queue_webhook({"acme-corp", "processing.completed", "evt_rolled_back", "{}"}); !st) return st;
+    return Error(ErrorCode::kInternal, "rolled back");
+  }).ok());
+  const WebhookEvent deleted{"acme-corp", "image.deleted", "evt_del_a", R"({"eventType":"image.deleted"})"};
+  ASSERT_OK(store().delete_image("acme-corp", "img_a", &deleted));
+
+  auto done_page = w.list_deliveries("acme-corp", "wh_done", std::nullopt, 10, "").value();
+  ASSERT_EQ(done_page.deliveries.size(), 1u);
+  const auto& d = done_page.deliveries[0];
+  EXPECT_TRUE(d.id.starts_with("msg_")) << d.id;
+  EXPECT_EQ(d.id.size(), 36u);
+  EXPECT_EQ(d.event_id, "evt_done_a");
+  EXPECT_EQ(d.payload, done.payload);
+  EXPECT_EQ(d.status, DeliveryStatus::kPending);
+  EXPECT_EQ(d.next_attempt_at, kT0);
+  auto up_page = w.list_deliveries("acme-corp", "wh_up", std::nullopt, 10, "").value();
+  ASSERT_EQ(up_page.deliveries.size(), 2u);
+  std::set<std::string> types;
+  for (const auto& x : up_page.deliveries) types.insert(x.event_type);
+  EXPECT_EQ(types, (std::set<std::string>{"image.uploaded", "image.deleted"}));
+  for (const auto& x : up_page.deliveries) {
+    if (x.event_type == "image.uploaded") {
+      EXPECT_EQ(x.event_id, "evt_img_a");
+    }
+  }
+  EXPECT_TRUE(w.list_deliveries("acme-corp", "wh_off", std::nullopt, 10, "")->deliveries.empty());
+  EXPECT_TRUE(w.list_deliveries("globex", "wh_other", std::nullopt, 10, "")->deliveries.empty());
+  EXPECT_TRUE(w.list_deliveries("globex", "wh_done", std::nullopt, 10, "")->deliveries.empty());  // not theirs
+}
+
+TEST_P(StoreConformanceTest, ClaimsLeaseDueDeliveriesRespectThePerEndpointLimitAndRecordAttempts) {
+  auto& w = store().webhooks();
+  ASSERT_OK(w.create_webhook(make_webhook("wh_a", "acme-corp", {"processing.completed"}), 0));
+  ASSERT_OK(w.create_webhook(make_webhook("wh_b", "acme-corp", {"processing.completed"}), 0));
+  for (int i = 0; i < 5; ++i)
+    ASSERT_OK(store().transact([&](MetadataTx& tx) {
+      return tx.queue_webhook({"acme-corp", "processing.completed", "evt_" + std::to_string(i), "{}"});
+    }));
+  EXPECT_EQ(w.next_delivery_due().value(), kT0);
+  auto first = w.claim_deliveries("one", kT0, 60s, 10, 2).value();
+  ASSERT_EQ(first.size(), 4u);  // 2 per endpoint
+  std::map<std::string, int> per;
+  for (const auto& c : first) per[c.endpoint.id]++;
+  EXPECT_EQ(per, (std::map<std::string, int>{{"wh_a", 2}, {"wh_b", 2}}));
+  EXPECT_EQ(first[0].endpoint.secret, "sealed-" + first[0].endpoint.id);
+  // Another sender sees the leases: the endpoints are at their limit.
+  EXPECT_TRUE(w.claim_deliveries("two", kT0, 60s, 10, 2)->empty());
+  EXPECT_EQ(w.claim_deliveries("two", kT0, 60s, 10, 0)->size(), 6u);  // no per-endpoint limit: the rest
+  // Outcomes: success, a retry later, a final failure that disables the endpoint.
+  AttemptOutcome ok;
+  ok.attempt = {kT0 + 1s, 204, 12, ""};
+  ok.status = DeliveryStatus::kSucceeded;
+  ASSERT_OK(w.record_attempt(first[0].delivery.id, ok));
+  AttemptOutcome retry;
+  retry.attempt = {kT0 + 1s, 500, 30, "the endpoint answered HTTP 500"};
+  retry.status = DeliveryStatus::kPending;
+  retry.next_attempt_at = kT0 + 5s;
+  const auto& retried = first[1].delivery;
+  ASSERT_OK(w.record_attempt(retried.id, retry));
+  auto got = w.get_delivery("acme-corp", retried.endpoint_id, retried.id).value();
+  EXPECT_EQ(got.status, DeliveryStatus::kPending);
+  EXPECT_EQ(got.attempt_count, 1);
+  ASSERT_EQ(got.attempts.size(), 1u);
+  EXPECT_EQ(got.attempts[0].http_status, 500);
+  EXPECT_EQ(got.attempts[0].error, "the endpoint answered HTTP 500");
+  EXPECT_EQ(got.next_attempt_at, kT0 + 5s);
+  EXPECT_EQ(w.get_webhook("acme-corp", retried.endpoint_id)->failing_since, kT0 + 1s);
+  // Not due before its time, even with the lease released; due after.
+  const auto early = w.claim_deliveries("three", kT0 + 2s, 60s, 10, 0).value();
+  for (const auto& c : early) EXPECT_NE(c.delivery.id, retried.id);
+  bool seen = false;
+  const auto later = w.claim_deliveries("three", kT0 + 61s, 60s, 10, 0).value();
+  for (const auto& c : later) seen = seen || c.delivery.id == retried.id;
+  EXPECT_TRUE(seen);
+  AttemptOutcome gone;
+  gone.attempt = {kT0 + 62s, 410, 3, "the endpoint answered HTTP 410"};
+  gone.status = DeliveryStatus::kFailed;
+  gone.disable_endpoint = "the endpoint answered 410 Gone";
+  ASSERT_OK(w.record_attempt(retried.id, gone));
+  auto endpoint = w.get_webhook("acme-corp", retried.endpoint_id).value();
+  EXPECT_FALSE(endpoint.enabled);
+  EXPECT_EQ(endpoint.disabled_reason, "the endpoint answered 410 Gone");
+  // A disabled endpoint's deliveries are not claimed; success elsewhere clears failing_since.
+  const auto after_disable = w.claim_deliveries("four", kT0 + 200s, 60s, 10, 0).value();
+  for (const auto& c : after_disable) EXPECT_NE(c.endpoint.id, retried.endpoint_id);
+  auto failed = w.list_deliveries("acme-corp", retried.endpoint_id, DeliveryStatus::kFailed, 10, "").value();
+  ASSERT_EQ(failed.deliveries.size(), 1u);
+  EXPECT_EQ(failed.deliveries[0].attempt_count, 2);
+  // Redeliver: pending again with the same id, due now.
+  ASSERT_OK(w.redeliver("acme-corp", retried.endpoint_id, retried.id, kT0 + 300s));
+  got = w.get_delivery("acme-corp", retried.endpoint_id, retried.id).value();
+  EXPECT_EQ(got.status, DeliveryStatus::kPending);
+  EXPECT_EQ(got.next_attempt_at, kT0 + 300s);
+  EXPECT_EQ(w.redeliver("globex", retried.endpoint_id, retried.id, kT0).error().code, ErrorCode::kNotFound);
+  const auto pending = w.pending_deliveries().value();
+  int64_t total = 0;
+  for (const auto& [endpoint_id, n] : pending) total += n;
+  EXPECT_EQ(total, 9);  // 10 queued, 1 succeeded
+}
+
+TEST_P(StoreConformanceTest, DeliveryListingsPageNewestFirstAndFilterByStatus) {
+  auto& w = store().webhooks();
+  ASSERT_OK(w.create_webhook(make_webhook("wh_a", "acme-corp", {"processing.completed"}), 0));
+  for (int i = 0; i < 7; ++i) {
+    clock_.set(kT0 + std::chrono::seconds(i));
+    ASSERT_OK(store().transact([&](MetadataTx& tx) {
+      return tx.queue_webhook({"acme-corp", "processing.completed", "evt_" + std::to_string(i), "{}"});
+    }));
+  }
+  std::vector<std::string> events;
+  std::string cursor;
+  int pages = 0;
+  do {
+    auto page = w.list_deliveries("acme-corp", "wh_a", std::nullopt, 3, cursor).value();
+    for (const auto& d : page.deliveries) events.push_back(d.event_id);
+    cursor = page.next_cursor;
+    ++pages;
+  } while (!cursor.empty() && pages < 10);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(events, (std::vector<std::string>{"evt_6", "evt_5", "evt_4", "evt_3", "evt_2", "evt_1", "evt_0"}));
+  EXPECT_TRUE(w.list_deliveries("acme-corp", "wh_a", DeliveryStatus::kSucceeded, 10, "")->deliveries.empty());
+  EXPECT_EQ(w.list_deliveries("acme-corp", "wh_a", std::nullopt, 3, "garbage").error().code,
+            ErrorCode::kInvalidArgument);
+}
+
+TEST_P(StoreConformanceTest, DeletingAnEndpointDeletesItsDeliveries) {
+  auto& w = store().webhooks();
+  ASSERT_OK(w.create_webhook(make_webhook("wh_a", "acme-corp", {"processing.completed"}), 0));
+  ASSERT_OK(store().transact([&](MetadataTx& tx) {
+    return tx.queue_webhook({"acme-corp", "processing.completed", "evt_1", "{}"});
+  }));
+  ASSERT_OK(w.delete_webhook("acme-corp", "wh_a"));
+  EXPECT_TRUE(w.pending_deliveries()->empty());
+  EXPECT_FALSE(w.next_delivery_due()->has_value());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreConformanceTest, ::testing::Values("sqlite", "postgresql"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
