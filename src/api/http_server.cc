@@ -681,11 +681,16 @@ void HttpServer::stop() {
     });
   const auto deadline = std::chrono::steady_clock::now() + impl_->options.drain_timeout;
   while (std::chrono::steady_clock::now() < deadline) {
+    // Take the sessions out under the lock, act on them outside it: the last reference to a
+    // session may be dropped here, and its destructor takes sessions_mu (release_connection).
+    std::vector<std::shared_ptr<Impl::Session>> live;
     {
       std::lock_guard lock(impl_->sessions_mu);
       for (auto& w : impl_->sessions)
-        if (auto s = w.lock()) s->close_if_idle();
+        if (auto s = w.lock()) live.push_back(std::move(s));
     }
+    for (auto& s : live) s->close_if_idle();
+    live.clear();
     if (impl_->in_flight == 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }

@@ -11,6 +11,9 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -84,9 +87,35 @@ struct AttemptOutcome {
   std::string disable_endpoint;  // non-empty: disable the endpoint, with this reason
 };
 
+// Who to tell, after a commit, that this process queued deliveries (the dispatcher's wake-up).
+// Thread-safe.
+class DeliveryListener {
+ public:
+  void set(std::function<void()> fn) {
+    std::lock_guard lock(mu_);
+    fn_ = std::move(fn);
+  }
+  void fire() {
+    std::function<void()> fn;
+    {
+      std::lock_guard lock(mu_);
+      fn = fn_;
+    }
+    if (fn) fn();
+  }
+
+ private:
+  std::mutex mu_;
+  std::function<void()> fn_;
+};
+
 class WebhookStore {
  public:
   virtual ~WebhookStore() = default;
+
+  // Called from the committing thread after each commit of this process that queued deliveries
+  // (other processes' commits are found by polling). Replaces an earlier listener; nullptr: none.
+  virtual void on_deliveries_queued(std::function<void()> listener) = 0;
 
   // Inserts the endpoint unless the tenant already has max_per_tenant (kResourceExhausted, reason
   // "webhook_limit"); the count and the insert are one step.

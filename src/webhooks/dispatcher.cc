@@ -377,11 +377,14 @@ Status WebhookDispatcher::start() {
   if (!impl_->multi) return Error(ErrorCode::kInternal, "libcurl could not start (curl_multi_init)");
   impl_->stopping = false;
   impl_->thread = std::thread([this] { impl_->run(); });
+  // Deliveries this process queues go out at once, not at the next poll.
+  impl_->store.on_deliveries_queued([this] { notify(); });
   return {};
 }
 
 void WebhookDispatcher::stop() {
   if (!impl_->thread.joinable()) return;
+  impl_->store.on_deliveries_queued(nullptr);
   impl_->stopping = true;
   curl_multi_wakeup(impl_->multi);
   impl_->thread.join();

@@ -46,7 +46,9 @@ struct DispatcherOptions {
   int per_endpoint = 4;   // webhooks.per_endpoint_concurrency: per endpoint, across processes
   size_t max_response_bytes = 64 * 1024;
   bool allow_private_networks = false;  // webhooks.allow_private_networks
-  std::chrono::milliseconds poll{100};  // look for due deliveries this often
+  // Look for due deliveries this often: retries, and what other processes queued (this process's
+  // own commits wake the dispatcher at once, WebhookStore::on_deliveries_queued).
+  std::chrono::milliseconds poll{100};
   std::string user_agent = "DeepLens";
 };
 

@@ -504,14 +504,15 @@ void insert_outbox(pqxx::transaction_base& t, const OutboxMessage& m, Timestamp 
                 m.topic, m.key, headers_to_json(m.headers), pqxx::binarystring(m.payload), to_ms(now));
 }
 
-void queue_webhook(pqxx::transaction_base& t, const WebhookEvent& e, Timestamp now) {
-  t.exec_params(
+// Returns whether any delivery was queued.
+bool queue_webhook(pqxx::transaction_base& t, const WebhookEvent& e, Timestamp now) {
+  return t.exec_params(
       "INSERT INTO webhook_deliveries (id, endpoint_id, tenant_id, event_type, event_id, payload, status,"
       " attempt_count, attempts, next_attempt_at, created_at, updated_at)"
       " SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), id, tenant_id, $2, $3, $4, 'pending', 0, '[]',"
       " $5, $5, $5 FROM webhook_endpoints WHERE tenant_id = $1 AND enabled AND strpos(events, $6) > 0"
       " ON CONFLICT (endpoint_id, event_id) DO NOTHING",
-      e.tenant_id, e.type, e.event_id, e.payload, to_ms(now), " " + e.type + " ");
+      e.tenant_id, e.type, e.event_id, e.payload, to_ms(now), " " + e.type + " ").affected_rows() > 0;
 }
 
 void advisory_lock(pqxx::transaction_base& t, int space, const std::string& a, const std::string& b) {
@@ -643,10 +644,11 @@ class PgTx final : public MetadataTx {
 
   Status queue_webhook(const WebhookEvent& e) override {
     return guarded([&]() -> Status {
-      deeplens::queue_webhook(w_, e, now_);
+      queued_webhooks_ = deeplens::queue_webhook(w_, e, now_) || queued_webhooks_;
       return {};
     });
   }
+  bool queued_webhooks() const { return queued_webhooks_; }
 
   Status schedule_retry(Timestamp due_at, const OutboxMessage& m) override {
     return guarded([&]() -> Status {
@@ -682,6 +684,7 @@ class PgTx final : public MetadataTx {
   Timestamp now_;
   std::set<std::string> locked_;
   std::exception_ptr failure_;
+  bool queued_webhooks_ = false;
 };
 
 }  // namespace
@@ -753,6 +756,7 @@ struct PostgresMetadataStore::Impl {
   const Clock& clock;
   const PostgresOptions options;
   ConnectionPool pool;
+  std::shared_ptr<DeliveryListener> queued = std::make_shared<DeliveryListener>();
 };
 
 Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::open(const std::string& url,
@@ -771,14 +775,18 @@ PostgresMetadataStore::PostgresMetadataStore(std::unique_ptr<Impl> impl) : impl_
 PostgresMetadataStore::~PostgresMetadataStore() = default;
 
 Status PostgresMetadataStore::transact(const std::function<Status(MetadataTx&)>& fn) {
-  return impl_->run([&](pqxx::work& w) -> Status {
+  bool queued = false;
+  Status result = impl_->run([&](pqxx::work& w) -> Status {
     PgTx tx(w, impl_->clock.now());
     Status st = fn(tx);
     // A statement failed inside fn: classify the original exception (conflicts are retried) even
     // if fn swallowed the error.
     if (auto failure = tx.failure()) std::rethrow_exception(failure);
+    queued = tx.queued_webhooks();
     return st;
   });
+  if (result && queued) impl_->queued->fire();
+  return result;
 }
 
 Status PostgresMetadataStore::create_tenant(const Tenant& t) {
@@ -913,8 +921,10 @@ Result<CreateImageOutcome> PostgresMetadataStore::create_image(
     const ImageRecord& image, bool skip_duplicate_check,
     const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota) {
   CreateImageOutcome out;
+  bool queued = false;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
     out = CreateImageOutcome{};
+    queued = false;
     // Concurrent uploads with the same key or bytes queue here, so the second one finds the first.
     if (!image.idempotency_key.empty()) advisory_lock(w, kLockIdempotencyKey, image.tenant_id, image.idempotency_key);
     if (!skip_duplicate_check) advisory_lock(w, kLockSha256, image.tenant_id, image.sha256);
@@ -957,8 +967,8 @@ Result<CreateImageOutcome> PostgresMetadataStore::create_image(
     out.kind = CreateImageOutcome::Kind::kCreated;
     const OutboxMessage event = make_event(image);
     insert_outbox(w, event, impl_->clock.now());
-    queue_webhook(w, WebhookEvent{image.tenant_id, "image.uploaded", image.correlation_id, event.payload},
-                  impl_->clock.now());
+    queued = queue_webhook(w, WebhookEvent{image.tenant_id, "image.uploaded", image.correlation_id, event.payload},
+                           impl_->clock.now());
     return {};
   });
   if (!st) {
@@ -966,6 +976,7 @@ Result<CreateImageOutcome> PostgresMetadataStore::create_image(
       return Error(ErrorCode::kAlreadyExists, "image already exists").with("imageId", image.image_id);
     return std::move(st).error();
   }
+  if (queued) impl_->queued->fire();
   return out;
 }
 
@@ -1062,16 +1073,19 @@ Result<std::vector<std::string>> PostgresMetadataStore::existing_images(const st
 
 Status PostgresMetadataStore::delete_image(const std::string& tenant_id, const std::string& image_id,
                                            const WebhookEvent* deleted) {
-  return impl_->run([&](pqxx::work& w) -> Status {
+  bool queued = false;
+  Status st = impl_->run([&](pqxx::work& w) -> Status {
     auto r = w.exec_params("DELETE FROM images WHERE image_id = $1 AND tenant_id = $2 RETURNING file_size", image_id,
                            tenant_id);
     if (r.empty()) return not_found("image", image_id);
     w.exec_params("UPDATE tenants SET image_count = image_count - 1, bytes_stored = bytes_stored - $1 WHERE id = $2",
                   int64(r[0][0]), tenant_id);
     w.exec_params("DELETE FROM steps WHERE image_id = $1", image_id);
-    if (deleted) queue_webhook(w, *deleted, impl_->clock.now());
+    queued = deleted && queue_webhook(w, *deleted, impl_->clock.now());
     return {};
   });
+  if (st && queued) impl_->queued->fire();
+  return st;
 }
 
 Result<std::vector<std::pair<std::string, int64_t>>> PostgresMetadataStore::count_by_status() {
@@ -1304,6 +1318,10 @@ Error webhook_not_found(const std::string& what, const std::string& id) {
 std::optional<int64_t> ms_or_null(const std::optional<Timestamp>& t) { return opt_ms_value(t); }
 
 }  // namespace
+
+void PostgresMetadataStore::on_deliveries_queued(std::function<void()> listener) {
+  impl_->queued->set(std::move(listener));
+}
 
 Status PostgresMetadataStore::create_webhook(const WebhookEndpoint& e, int max_per_tenant) {
   return impl_->run([&](pqxx::work& w) -> Status {

@@ -109,6 +109,7 @@ class PostgresMetadataStore final : public MetadataStore, public WebhookStore {
 
   // WebhookStore. claim_deliveries locks its candidates FOR UPDATE SKIP LOCKED, so processes
   // claiming at once take different deliveries.
+  void on_deliveries_queued(std::function<void()> listener) override;
   Status create_webhook(const WebhookEndpoint& endpoint, int max_per_tenant) override;
   Result<std::vector<WebhookEndpoint>> list_webhooks(const std::string& tenant_id) override;
   Result<WebhookEndpoint> get_webhook(const std::string& tenant_id, const std::string& id) override;

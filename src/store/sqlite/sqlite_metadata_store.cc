@@ -313,8 +313,9 @@ Status insert_outbox(SqliteConnection& c, const OutboxMessage& m, Timestamp now)
 
 class SqliteTx final : public MetadataTx {
  public:
-  SqliteTx(SqliteConnection& c, Timestamp now, const LogAppender& append)
-      : c_(c), now_(now), append_(append) {}
+  SqliteTx(SqliteConnection& c, Timestamp now, const LogAppender& append,
+           std::shared_ptr<DeliveryListener> queued = nullptr)
+      : c_(c), now_(now), append_(append), queued_(std::move(queued)) {}
 
   Result<bool> is_processed(const std::string& group, const std::string& event_id) override {
     auto q = c_.prepare("SELECT 1 FROM processed_events WHERE consumer_group = ? AND event_id = ?");
@@ -415,7 +416,7 @@ class SqliteTx final : public MetadataTx {
     return (*q)->run();
   }
 
-  Status queue_webhook(const WebhookEvent& e) override { return sqlite_queue_webhook(c_, e, now_); }
+  Status queue_webhook(const WebhookEvent& e) override { return sqlite_queue_webhook(c_, e, now_, queued_); }
 
   Status schedule_retry(Timestamp due_at, const OutboxMessage& m) override {
     auto q = c_.prepare("INSERT INTO scheduled_retries (due_at, topic, key, headers, payload) VALUES (?, ?, ?, ?, ?)");
@@ -428,6 +429,7 @@ class SqliteTx final : public MetadataTx {
   SqliteConnection& c_;
   Timestamp now_;
   const LogAppender& append_;
+  std::shared_ptr<DeliveryListener> queued_;
 };
 
 }  // namespace
@@ -441,7 +443,7 @@ Result<std::unique_ptr<SqliteMetadataStore>> SqliteMetadataStore::open(SqliteDat
 
 Status SqliteMetadataStore::transact(const std::function<Status(MetadataTx&)>& fn) {
   return db_.write([&](SqliteConnection& c) {
-    SqliteTx tx(c, clock_.now(), append_);
+    SqliteTx tx(c, clock_.now(), append_, queued_);
     return fn(tx);
   });
 }
@@ -644,7 +646,7 @@ Result<CreateImageOutcome> SqliteMetadataStore::create_image(
     const OutboxMessage event = make_event(image);
     if (auto st = append_ ? append_(c, event) : insert_outbox(c, event, clock_.now()); !st) return st;
     return sqlite_queue_webhook(c, WebhookEvent{image.tenant_id, "image.uploaded", image.correlation_id, event.payload},
-                                clock_.now());
+                                clock_.now(), queued_);
   });
   if (!st) return std::move(st).error();
   return out;
@@ -759,7 +761,7 @@ Status SqliteMetadataStore::delete_image(const std::string& tenant_id, const std
     if (!s) return std::move(s).error();
     (*s)->bind(1, image_id);
     if (auto st = (*s)->run(); !st) return st;
-    return deleted ? sqlite_queue_webhook(c, *deleted, clock_.now()) : Status();
+    return deleted ? sqlite_queue_webhook(c, *deleted, clock_.now(), queued_) : Status();
   });
 }
 

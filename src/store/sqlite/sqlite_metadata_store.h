@@ -20,7 +20,10 @@ namespace deeplens {
 using LogAppender = std::function<Status(SqliteConnection&, const OutboxMessage&)>;
 
 // Queues `event`'s webhook deliveries on the given (writer, in-transaction) connection.
-Status sqlite_queue_webhook(SqliteConnection& c, const WebhookEvent& event, Timestamp now);
+// Queues `event`'s webhook deliveries on the given (writer, in-transaction) connection; when rows
+// were queued, `listener` fires after the commit.
+Status sqlite_queue_webhook(SqliteConnection& c, const WebhookEvent& event, Timestamp now,
+                            const std::shared_ptr<DeliveryListener>& listener);
 
 class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
  public:
@@ -66,6 +69,7 @@ class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
   WebhookStore& webhooks() override { return *this; }
 
   // WebhookStore (sqlite_webhooks.cc)
+  void on_deliveries_queued(std::function<void()> listener) override { queued_->set(std::move(listener)); }
   Status create_webhook(const WebhookEndpoint& endpoint, int max_per_tenant) override;
   Result<std::vector<WebhookEndpoint>> list_webhooks(const std::string& tenant_id) override;
   Result<WebhookEndpoint> get_webhook(const std::string& tenant_id, const std::string& id) override;
@@ -92,6 +96,7 @@ class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
   SqliteDatabase& db_;
   const Clock& clock_;
   LogAppender append_;
+  std::shared_ptr<DeliveryListener> queued_ = std::make_shared<DeliveryListener>();
   std::mutex buckets_mu_;
   std::unordered_map<std::string, RateBucket> buckets_;  // guarded by buckets_mu_
 };

@@ -68,7 +68,8 @@ void bind_opt_ms(SqliteStatement& s, int i, const std::optional<Timestamp>& t) {
 
 }  // namespace
 
-Status sqlite_queue_webhook(SqliteConnection& c, const WebhookEvent& e, Timestamp now) {
+Status sqlite_queue_webhook(SqliteConnection& c, const WebhookEvent& e, Timestamp now,
+                            const std::shared_ptr<DeliveryListener>& listener) {
   auto q = c.prepare(
       "INSERT OR IGNORE INTO webhook_deliveries (id, endpoint_id, tenant_id, event_type, event_id, payload,"
       " status, attempt_count, attempts, next_attempt_at, created_at, updated_at)"
@@ -77,7 +78,9 @@ Status sqlite_queue_webhook(SqliteConnection& c, const WebhookEvent& e, Timestam
   if (!q) return std::move(q).error();
   (*q)->bind(1, e.tenant_id).bind(2, e.type).bind(3, e.event_id).bind(4, e.payload).bind(5, to_ms(now))
       .bind(6, " " + e.type + " ");
-  return (*q)->run();
+  if (auto st = (*q)->run(); !st) return st;
+  if (c.changes() > 0 && listener) c.on_commit([listener] { listener->fire(); });
+  return {};
 }
 
 Status SqliteMetadataStore::create_webhook(const WebhookEndpoint& e, int max_per_tenant) {
