@@ -431,6 +431,53 @@ class WebhooksTest(unittest.TestCase):
         self.assertEqual(self.server.request("GET", "/healthz").status, 200)
 
 
+class DisableAfterTest(unittest.TestCase):
+    """An endpoint failing continuously for webhooks.disable_after_s is disabled, and says why."""
+
+    def test_an_endpoint_that_keeps_failing_is_disabled_with_its_reason(self):
+        server = e2e.Server(extra_args=FAST + ["--set", "webhooks.disable_after_s=3"]).start()
+        receiver = Receiver([])
+
+        def fail(msg_id, attempt, h):
+            h.send_response(500)
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+            return True
+        receiver.behaviour = fail
+        try:
+            hook = create_webhook(server, receiver.url, ["image.uploaded"]).json()
+            upload_all(server, 2, seed=1200)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                got = server.request("GET", f"/api/v1/webhooks/{hook['id']}").json()
+                if not got["enabled"]:
+                    break
+                time.sleep(0.2)
+            self.assertFalse(got["enabled"], got)
+            self.assertIn("failing continuously since", got["disabledReason"])
+            self.assertIsNotNone(got["failingSince"])
+            # Nothing more is sent while disabled; enabling it again starts afresh.
+            with receiver.lock:
+                sent = len(receiver.deliveries)
+            time.sleep(2)
+            with receiver.lock:
+                self.assertEqual(len(receiver.deliveries), sent)
+            receiver.behaviour = None
+            r = server.request("PATCH", f"/api/v1/webhooks/{hook['id']}", json.dumps({"enabled": True}).encode(),
+                               "application/json")
+            self.assertEqual((r.json()["enabled"], r.json()["disabledReason"]), (True, None))
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                ok = server.request("GET", f"/api/v1/webhooks/{hook['id']}/deliveries?status=succeeded").json()
+                if len(ok["deliveries"]) == 2:
+                    break
+                time.sleep(0.2)
+            self.assertEqual(len(ok["deliveries"]), 2, "both deliveries go out once the endpoint is enabled again")
+        finally:
+            receiver.stop()
+            server.cleanup()
+
+
 class PrivateNetworkTest(unittest.TestCase):
     """Without webhooks.allow_private_networks, internal addresses are refused at creation."""
 
