@@ -11,7 +11,7 @@ namespace deeplens {
 Status delete_image(PipelineContext& ctx, const std::string& tenant_id, const std::string& image_id) {
   auto image = ctx.store.get_image(tenant_id, image_id);
   if (!image) return image.error().code == ErrorCode::kNotFound ? Status() : Status(std::move(image).error());
-  // The "image.deleted" webhook event (schemas/image.deleted.schema.json), queued with the delete.
+  // The "image.deleted" webhook event (schemas/webhooks/image.deleted.schema.json), queued with the delete.
   const Timestamp now = ctx.clock.now();
   nlohmann::ordered_json event;
   event["eventId"] = ctx.ids.event_id();

@@ -275,7 +275,7 @@ class WebhooksTest(unittest.TestCase):
         deleted = self.receiver.of_type("image.deleted")[0]
         self.assertEqual(deleted["json"]["data"]["imageId"], image)
         import jsonschema
-        with open(os.path.join(SCHEMAS, "image.deleted.schema.json")) as f:
+        with open(os.path.join(SCHEMAS, "webhooks", "image.deleted.schema.json")) as f:
             jsonschema.validate(deleted["json"], json.load(f))
         self.assertEqual(sorted(deleted["signers"]), sorted([old, new]))
         self.assertEqual({d["json"]["eventType"] for d in self.receiver.deliveries}, {"webhook.test", "image.deleted"})

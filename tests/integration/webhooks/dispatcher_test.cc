@@ -63,7 +63,7 @@ class DispatcherTest : public ::testing::Test {
       attempts_[req.header("webhook-id")]++;
     }
     int status = 204;
-    if (req.path == "/slow") std::this_thread::sleep_for(50ms);
+    if (req.path == "/slow") std::this_thread::sleep_for(300ms);
     if (req.path == "/flaky") {
       std::lock_guard lock(mu_);
       if (attempts_[req.header("webhook-id")] == 1) status = 500;
@@ -168,13 +168,16 @@ TEST_F(DispatcherTest, ASlowEndpointNeverHasMoreThanItsShareInFlightAndDoesNotHo
   o.per_endpoint = 3;
   o.concurrency = 8;
   start(o);
-  // /ok's 40 arrive while /slow (50 ms each, 3 at a time) is still far from done.
+  // /ok's 40 arrive while /slow (300 ms each, 3 at a time: 4 s in all) is still far from done.
   const auto deadline = std::chrono::steady_clock::now() + 20s;
   while (std::chrono::steady_clock::now() < deadline) {
-    std::lock_guard lock(mu_);
-    int ok = 0;
-    for (const auto& r : received_) ok += r.path == "/ok";
-    if (ok == 40) break;
+    {
+      std::lock_guard lock(mu_);
+      int ok = 0;
+      for (const auto& r : received_) ok += r.path == "/ok";
+      if (ok == 40) break;
+    }
+    std::this_thread::sleep_for(2ms);
   }
   {
     std::lock_guard lock(mu_);
@@ -183,7 +186,7 @@ TEST_F(DispatcherTest, ASlowEndpointNeverHasMoreThanItsShareInFlightAndDoesNotHo
     EXPECT_EQ(ok, 40);
     EXPECT_LT(slow, 40);
   }
-  wait_for(80);
+  wait_for(80, 30s);
   std::lock_guard lock(mu_);
   EXPECT_EQ(received_.size(), 80u);
   EXPECT_LE(max_in_flight_["/slow"], 3);
