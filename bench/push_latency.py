@@ -82,6 +82,19 @@ async def measure(server, count, rate, poll_s, idle=()):
     return [v * 1000 for v in push.values()], [v * 1000 for v in poll.values()]
 
 
+def server_lag(server):
+    """The server's own deeplens_push_lag_seconds histogram: cumulative share of completions per bucket."""
+    text = server.request("GET", "/metrics").body.decode()
+    buckets = {}
+    for line in text.splitlines():
+        if line.startswith("deeplens_push_lag_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets[le] = int(float(line.split()[-1]))
+    total = buckets.get("+Inf", 0)
+    return ", ".join(f"<= {float(le) * 1000:g} ms: {100 * n / total:.1f}%" for le, n in buckets.items()
+                     if le != "+Inf" and float(le) <= 0.025) if total else "no data"
+
+
 def report(name, values):
     print(f"{name:40s} n={len(values):4d}  p50 {pct(values, 50):7.2f} ms  p99 {pct(values, 99):7.2f} ms  "
           f"max {max(values):7.2f} ms")
@@ -112,6 +125,7 @@ def main():
         print(f"phase 1: {a.images} uploads at {a.rate}/s, completion commit -> client knows")
         report("WebSocket push", push)
         report(f"status poll every {a.poll_ms} ms", poll)
+        print(f"  server side, commit -> push published: {server_lag(server)}")
 
         async def phase2():
             before = rss_kib(server.proc.pid)
@@ -127,6 +141,7 @@ def main():
         print(f"phase 2: {a.idle} idle WebSockets: RSS {before} -> {after} KiB, "
               f"{(after - before) / a.idle:.1f} KiB per connection")
         report(f"push with {a.idle} idle, uploads at 50/s", push2)
+        print(f"  server side, both phases: {server_lag(server)}")
     finally:
         server.cleanup()
 

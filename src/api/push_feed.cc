@@ -34,6 +34,8 @@ Result<std::string> status_changed_data(MetadataStore& store, const std::string&
 PushFeed::PushFeed(EventBus& bus, MetadataStore& store, PushHub& hub, Metrics& metrics, PushFeedOptions options)
     : bus_(bus), store_(store), hub_(hub), metrics_(metrics), options_(std::move(options)) {
   metrics_.describe("deeplens_push_events_total", "counter", "real-time events published to the hub, by event");
+  metrics_.describe("deeplens_push_lag_seconds", "histogram",
+                    "completion commit (searchableAfter) to its push being published, in this process");
 }
 
 PushFeed::~PushFeed() { stop(); }
@@ -149,9 +151,12 @@ void PushFeed::handle(const BusMessage& msg) {
     auto t = StatusTransition::of("step.started", "vector_indexing", vx->data.model_name);
     if (vx->retry_policy) t.attempt = vx->retry_policy->current_attempt;
     status_changed(tenant, image, t);
-  } else if (std::holds_alternative<ProcessingCompletedEvent>(*decoded)) {
+  } else if (const auto* done = std::get_if<ProcessingCompletedEvent>(&*decoded)) {
     if (advance(image, 2) >= 2) return;  // one completion per image
     status_changed(tenant, image, StatusTransition::of("completed"));
+    if (options_.clock)
+      metrics_.observe("deeplens_push_lag_seconds", {},
+                       std::chrono::duration<double>(options_.clock->now() - done->data.searchable_after).count());
     hub_.publish(tenant, image, "ProcessingCompleted", msg.payload);
     metrics_.add("deeplens_push_events_total", {{"event", "ProcessingCompleted"}});
   } else if (const auto* f = std::get_if<ProcessingFailedEvent>(&*decoded)) {

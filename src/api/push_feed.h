@@ -62,6 +62,9 @@ struct PushFeedOptions {
   size_t remembered_images = 65536;  // images whose progress is tracked (least recently seen forgotten)
   std::chrono::milliseconds poll_timeout{500};
   std::string group = "deeplens.push";  // the broadcast consumer's name (a suffix makes it unique)
+  // When set, deeplens_push_lag_seconds observes each completion's lag: the push's publication
+  // minus the completion's commit (searchableAfter).
+  const Clock* clock = nullptr;
 };
 
 class PushFeed {

@@ -62,7 +62,9 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
   }
   // Real-time: every HTTP process hears every event (a broadcast consumer), whichever took the upload.
   api::PushHub hub(push_options((*rt)->config), node.context().clock);
-  api::PushFeed feed(node.bus(), node.store(), hub, node.metrics());
+  api::PushFeedOptions feed_options;
+  feed_options.clock = &node.context().clock;
+  api::PushFeed feed(node.bus(), node.store(), hub, node.metrics(), feed_options);
   if (auto st = feed.start(); !st) {
     std::cerr << "error: cannot start the real-time feed: " << st.error().message << "\n";
     node.stop();
