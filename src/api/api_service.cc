@@ -534,16 +534,9 @@ HttpResponse ApiService::list_images(HttpRequest& req) {
       return error_response(400, "INVALID_REQUEST", "status must be uploaded, processing, completed or failed",
                             {{"field", "status"}});
   }
-  int limit = 50;
-  if (auto it = req.query.find("limit"); it != req.query.end()) {
-    try {
-      limit = std::stoi(it->second);
-    } catch (...) {
-      limit = -1;
-    }
-    if (limit < 1 || limit > 500)
-      return error_response(400, "INVALID_REQUEST", "limit must be an integer from 1 to 500", {{"field", "limit"}});
-  }
+  auto limit_or = query_limit(req, 50, 500);
+  if (auto* bad = std::get_if<HttpResponse>(&limit_or)) return *bad;
+  const int limit = std::get<int>(limit_or);
   auto page = ctx_.store.list_images(req.tenant_id, status, limit, req.query["cursor"]);
   if (!page) return error_from(page.error());
   ojson j;

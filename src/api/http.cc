@@ -57,4 +57,21 @@ std::map<std::string, std::string> parse_query(std::string_view q) {
   return out;
 }
 
+std::variant<int, HttpResponse> query_limit(const HttpRequest& req, int fallback, int max) {
+  auto it = req.query.find("limit");
+  if (it == req.query.end()) return fallback;
+  int limit = -1;
+  try {
+    size_t used = 0;
+    limit = std::stoi(it->second, &used);
+    if (used != it->second.size()) limit = -1;
+  } catch (...) {
+    limit = -1;
+  }
+  if (limit < 1 || limit > max)
+    return error_response(400, "INVALID_REQUEST", "limit must be an integer from 1 to " + std::to_string(max),
+                          {{"field", "limit"}});
+  return limit;
+}
+
 }  // namespace deeplens::api

@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace deeplens::api {
@@ -80,6 +81,8 @@ struct Admission {
 HttpResponse error_response(int status, const std::string& code, const std::string& message,
                             const std::map<std::string, std::string>& details = {});
 HttpResponse json_response(int status, std::string body);
+// The `limit` query parameter: an integer from 1 to max, fallback when absent; otherwise the 400.
+std::variant<int, HttpResponse> query_limit(const HttpRequest& req, int fallback, int max);
 
 // Percent-decoding of a path or query component ('+' as space only in queries).
 std::string url_decode(std::string_view text, bool plus_as_space);

@@ -301,16 +301,9 @@ HttpResponse ApiService::list_webhook_deliveries(HttpRequest& req) {
     if (!status)
       return error_response(400, "INVALID_REQUEST", "status must be pending, succeeded or failed", {{"field", "status"}});
   }
-  int limit = 50;
-  if (auto it = req.query.find("limit"); it != req.query.end()) {
-    try {
-      limit = std::stoi(it->second);
-    } catch (...) {
-      limit = -1;
-    }
-    if (limit < 1 || limit > 500)
-      return error_response(400, "INVALID_REQUEST", "limit must be an integer from 1 to 500", {{"field", "limit"}});
-  }
+  auto limit_or = query_limit(req, 50, 500);
+  if (auto* bad = std::get_if<HttpResponse>(&limit_or)) return *bad;
+  const int limit = std::get<int>(limit_or);
   auto& store = ctx_.store.webhooks();
   if (auto e = store.get_webhook(req.tenant_id, req.params["id"]); !e) return webhook_error(e.error());
   auto page = store.list_deliveries(req.tenant_id, req.params["id"], status, limit, req.query["cursor"]);

@@ -33,7 +33,8 @@ TEST(SecretBox, AnotherKeyOrAnAlteredTextDoesNotOpen) {
   auto other = SecretBox::from_key(std::string(32, 'j')).value();
   std::string sealed = box.seal("whsec_abc", random).value();
   EXPECT_EQ(other.open(sealed).error().code, ErrorCode::kFailedPrecondition);
-  sealed[sealed.size() - 3] = sealed[sealed.size() - 3] == 'A' ? 'B' : 'A';
+  // A character inside the base64 (not next to the padding, whose low bits may be ignored).
+  sealed[10] = sealed[10] == 'A' ? 'B' : 'A';
   EXPECT_FALSE(box.open(sealed).ok());
   EXPECT_FALSE(box.open("plain text").ok());
   EXPECT_FALSE(SecretBox::from_key("short").ok());
