@@ -202,8 +202,30 @@ class SqliteLogConsumer final : public Consumer {
   // that is further) until the batch is full.
   Status read_partitions(SqliteConnection& c, const std::set<std::pair<std::string, int>>& assigned,
                          std::vector<BusMessage>& out) {
-      auto committed = c.prepare("SELECT next_offset FROM bus_offsets WHERE consumer_group = ? AND topic = ? AND partition = ?");
-      if (!committed) return std::move(committed).error();
+      // Two queries tell which partitions have anything past this consumer's position (the ends,
+      // kept by every append in its own transaction, and the group's committed offsets), so only
+      // those are read: a wake-up costs two queries plus one per partition with news, not one per
+      // partition.
+      std::map<std::pair<std::string, int>, int64_t> ends, committed_offsets;
+      auto e = c.prepare("SELECT topic, partition, next_offset FROM bus_partitions");
+      if (!e) return std::move(e).error();
+      while (true) {
+        auto row = (*e)->step();
+        if (!row) return std::move(row).error();
+        if (!*row) break;
+        ends[{(*e)->text(0), static_cast<int>((*e)->int64(1))}] = (*e)->int64(2);
+      }
+      if (!options_.broadcast) {
+        auto o = c.prepare("SELECT topic, partition, next_offset FROM bus_offsets WHERE consumer_group = ?");
+        if (!o) return std::move(o).error();
+        (*o)->bind(1, options_.group);
+        while (true) {
+          auto row = (*o)->step();
+          if (!row) return std::move(row).error();
+          if (!*row) break;
+          committed_offsets[{(*o)->text(0), static_cast<int>((*o)->int64(1))}] = (*o)->int64(2);
+        }
+      }
       auto fetch = c.prepare("SELECT offset, key, headers, payload, created_at FROM bus_log WHERE topic = ?"
                              " AND partition = ? AND offset >= ? ORDER BY offset LIMIT ?");
       if (!fetch) return std::move(fetch).error();
@@ -212,16 +234,12 @@ class SqliteLogConsumer final : public Consumer {
       if (!order.empty()) std::rotate(order.begin(), order.begin() + static_cast<long>(rotation_++ % order.size()), order.end());
       for (const auto& tp : order) {
         if (out.size() >= options_.max_batch) break;
-        int64_t committed_offset = 0;
-        if (!options_.broadcast) {
-          (*committed)->reset();
-          (*committed)->bind(1, options_.group).bind(2, tp.first).bind(3, tp.second);
-          auto row = (*committed)->step();
-          if (!row) return std::move(row).error();
-          committed_offset = *row ? (*committed)->int64(0) : 0;
-        }
+        auto committed = committed_offsets.find(tp);
+        const int64_t committed_offset = committed == committed_offsets.end() ? 0 : committed->second;
         auto pos = positions_.find(tp);
         const int64_t from = pos == positions_.end() ? committed_offset : std::max(pos->second, committed_offset);
+        auto end = ends.find(tp);
+        if (end == ends.end() || end->second <= from) continue;  // nothing new there
         (*fetch)->reset();
         (*fetch)->bind(1, tp.first).bind(2, tp.second).bind(3, from).bind(4, static_cast<int64_t>(options_.max_batch - out.size()));
         while (true) {
