@@ -61,6 +61,7 @@ webhooks::DispatcherOptions dispatcher_options(const Config& c) {
   o.concurrency = static_cast<int>(std::max<int64_t>(1, c.integer("webhooks.concurrency")));
   o.per_endpoint = static_cast<int>(std::max<int64_t>(1, c.integer("webhooks.per_endpoint_concurrency")));
   o.allow_private_networks = c.boolean("webhooks.allow_private_networks");
+  o.retention = std::chrono::seconds(std::max<int64_t>(1, c.integer("webhooks.retention_s")));
   o.user_agent = std::string("DeepLens/") + DEEPLENS_VERSION;
   return o;
 }

@@ -39,6 +39,7 @@ const std::array kKeys = {
     ConfigKeySpec{"webhooks.concurrency", kInt, "16", "webhooks: deliveries in flight at once per process"},
     ConfigKeySpec{"webhooks.per_endpoint_concurrency", kInt, "4", "webhooks: deliveries in flight at once per endpoint (all processes)"},
     ConfigKeySpec{"webhooks.allow_private_networks", kBool, "false", "webhooks: allow urls on loopback, private, link-local and metadata addresses"},
+    ConfigKeySpec{"webhooks.retention_s", kInt, "2592000", "webhooks: succeeded and failed deliveries stay in the delivery log this long"},
     ConfigKeySpec{"webhooks.secret_overlap_s", kInt, "86400", "webhooks: after a rotation the old secret also signs for this long"},
     ConfigKeySpec{"webhooks.secrets_key_file", kString, "", "webhooks: key that seals secrets at rest (base64 of 32 bytes; created if absent); empty = data_dir/webhook-secrets.key. Share it between api processes"},
     ConfigKeySpec{"upload.max_bytes", kInt, "52428800", "largest image file accepted"},

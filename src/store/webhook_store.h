@@ -151,6 +151,9 @@ class WebhookStore {
   virtual Result<std::vector<std::pair<std::string, int64_t>>> pending_deliveries() = 0;
   // When the earliest pending delivery of an enabled endpoint is due (none: nullopt).
   virtual Result<std::optional<Timestamp>> next_delivery_due() = 0;
+  // Removes succeeded and failed deliveries last updated before `before` (the log's retention);
+  // pending ones stay whatever their age. Returns how many were removed.
+  virtual Result<int64_t> trim_deliveries(Timestamp before) = 0;
 };
 
 // The column text of an endpoint's events: " a b c " (a space on each side of every type), so one

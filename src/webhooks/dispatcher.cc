@@ -304,10 +304,21 @@ struct WebhookDispatcher::Impl {
     }
   }
 
+  void trim_log() {
+    auto removed = store.trim_deliveries(clock.now() - options.retention);
+    if (!removed) log_warn("webhook.trim_failed", {{"error", removed.error().to_string()}});
+    else if (*removed > 0) log_info("webhook.log_trimmed", {{"removed", static_cast<long long>(*removed)}});
+  }
+
   void run() {
     const milliseconds lease = options.timeout + std::chrono::seconds(30);
     auto next_claim = std::chrono::steady_clock::now();
+    auto next_trim = std::chrono::steady_clock::now();
     while (!stopping) {
+      if (std::chrono::steady_clock::now() >= next_trim) {
+        trim_log();
+        next_trim = std::chrono::steady_clock::now() + options.trim_interval;
+      }
       const int free = options.concurrency - static_cast<int>(in_flight.size());
       const auto now_steady = std::chrono::steady_clock::now();
       if (free > 0 && (now_steady >= next_claim || kicked.exchange(false))) {

@@ -50,6 +50,10 @@ struct DispatcherOptions {
   // own commits wake the dispatcher at once, WebhookStore::on_deliveries_queued).
   std::chrono::milliseconds poll{100};
   std::string user_agent = "DeepLens";
+  // webhooks.retention_s: succeeded and failed deliveries are removed from the log after this long
+  // (checked every trim_interval).
+  std::chrono::milliseconds retention = std::chrono::hours(24 * 30);
+  std::chrono::milliseconds trim_interval = std::chrono::hours(1);
 };
 
 // What an attempt came to on the wire.

@@ -1559,4 +1559,16 @@ Result<std::optional<Timestamp>> PostgresMetadataStore::next_delivery_due() {
   return out;
 }
 
+Result<int64_t> PostgresMetadataStore::trim_deliveries(Timestamp before) {
+  int64_t removed = 0;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    removed = w.exec_params("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < $1",
+                            to_ms(before))
+                  .affected_rows();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return removed;
+}
+
 }  // namespace deeplens

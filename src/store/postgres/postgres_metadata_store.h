@@ -129,6 +129,7 @@ class PostgresMetadataStore final : public MetadataStore, public WebhookStore {
                    Timestamp now) override;
   Result<std::vector<std::pair<std::string, int64_t>>> pending_deliveries() override;
   Result<std::optional<Timestamp>> next_delivery_due() override;
+  Result<int64_t> trim_deliveries(Timestamp before) override;
 
  private:
   struct Impl;

@@ -390,4 +390,18 @@ Result<std::optional<Timestamp>> SqliteMetadataStore::next_delivery_due() {
   return out;
 }
 
+Result<int64_t> SqliteMetadataStore::trim_deliveries(Timestamp before) {
+  int64_t removed = 0;
+  auto st = db_.write([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("DELETE FROM webhook_deliveries WHERE status <> 'pending' AND updated_at < ?");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, to_ms(before));
+    if (auto r = (*q)->run(); !r) return r;
+    removed = c.changes();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return removed;
+}
+
 }  // namespace deeplens

@@ -1280,6 +1280,30 @@ TEST_P(StoreConformanceTest, DeliveryListingsPageNewestFirstAndFilterByStatus) {
             ErrorCode::kInvalidArgument);
 }
 
+TEST_P(StoreConformanceTest, TrimmingTheDeliveryLogRemovesOnlyOldFinishedDeliveries) {
+  auto& w = store().webhooks();
+  ASSERT_OK(w.create_webhook(make_webhook("wh_a", "acme-corp", {"processing.completed"}), 0));
+  for (int i = 0; i < 3; ++i)
+    ASSERT_OK(store().transact([&](MetadataTx& tx) {
+      return tx.queue_webhook({"acme-corp", "processing.completed", "evt_" + std::to_string(i), "{}"});
+    }));
+  const auto claimed = w.claim_deliveries("one", kT0, 60s, 10, 0).value();
+  ASSERT_EQ(claimed.size(), 3u);
+  AttemptOutcome ok;
+  ok.attempt = {kT0 + 1s, 204, 3, ""};
+  ok.status = DeliveryStatus::kSucceeded;
+  ASSERT_OK(w.record_attempt(claimed[0].delivery.id, ok));
+  AttemptOutcome failed;
+  failed.attempt = {kT0 + 2s, 500, 3, "HTTP 500"};
+  failed.status = DeliveryStatus::kFailed;
+  ASSERT_OK(w.record_attempt(claimed[1].delivery.id, failed));
+  EXPECT_EQ(w.trim_deliveries(kT0 + 1s).value(), 0);  // nothing finished before then
+  EXPECT_EQ(w.trim_deliveries(kT0 + 1h).value(), 2);  // the pending one stays, however old
+  auto left = w.list_deliveries("acme-corp", "wh_a", std::nullopt, 10, "").value();
+  ASSERT_EQ(left.deliveries.size(), 1u);
+  EXPECT_EQ(left.deliveries[0].id, claimed[2].delivery.id);
+}
+
 TEST_P(StoreConformanceTest, DeletingAnEndpointDeletesItsDeliveries) {
   auto& w = store().webhooks();
   ASSERT_OK(w.create_webhook(make_webhook("wh_a", "acme-corp", {"processing.completed"}), 0));
