@@ -12,7 +12,6 @@ figures carry +-1 ms). Phase 2: --idle idle WebSockets open (RSS per connection)
 50/s with the same measurement. Prints the figures; bench/README.md records them."""
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import sys
@@ -21,17 +20,12 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(__file__))
 import deeplens_e2e as e2e  # noqa: E402
+from latency_stats import pct, ts  # noqa: E402
 import websockets  # noqa: E402
 
 
-def ts(text):
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))] if v else float("nan")
 
 
 def rss_kib(pid):

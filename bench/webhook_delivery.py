@@ -14,7 +14,6 @@ received (the receiver, one Python process, and the server share the machine's 2
 Every signature is checked with Python's hmac. Prints the figures; bench/README.md records them."""
 import argparse
 import base64
-import datetime
 import hashlib
 import hmac
 import http.server
@@ -25,16 +24,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
+sys.path.insert(0, os.path.dirname(__file__))
 import deeplens_e2e as e2e  # noqa: E402
+from latency_stats import pct, ts  # noqa: E402
 
 
-def ts(text):
-    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def pct(values, p):
-    v = sorted(values)
-    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))] if v else float("nan")
 
 
 class Receiver:
