@@ -74,7 +74,9 @@ class SqliteLogConsumer final : public Consumer {
   Result<std::vector<BusMessage>> poll(std::chrono::milliseconds timeout) override {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (true) {
-      woken_ = false;
+      // The flag is only cleared when it is acted on: a wake() that lands between a wait's timeout
+      // and the next turn must still end this poll (or the next one, per the interface).
+      if (woken_.exchange(false)) return std::vector<BusMessage>{};
       const uint64_t seen = bus_.publish_seq();
       auto batch = fetch();
       if (!batch) return batch;
@@ -84,7 +86,6 @@ class SqliteLogConsumer final : public Consumer {
       const auto wait = std::min(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now),
                                  bus_.options().cross_process_poll);
       bus_.wait_for_publish(seen, wait, [&] { return woken_.load(); });
-      if (woken_) return std::vector<BusMessage>{};
     }
   }
 

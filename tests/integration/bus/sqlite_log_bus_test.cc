@@ -221,6 +221,22 @@ TEST_F(SqliteLogBusTest, PollWakesUpPromptlyOnPublishAndOnWake) {
   EXPECT_LT(std::chrono::steady_clock::now() - t1, 2s);
 }
 
+// wake() also ends the next poll(): a wake that lands while the consumer is between two waits (or
+// before it polls at all) must not be lost, or stop() would wait a whole poll timeout.
+TEST_F(SqliteLogBusTest, AWakeBeforePollEndsTheNextPollPromptly) {
+  auto c = consumer("g");
+  c->wake();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto got = c->poll(5s);
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(got->empty());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  publish("k", "after");  // the wake is spent: the poll after it waits for news as usual
+  auto next = c->poll(5s);
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->size(), 1u);
+}
+
 TEST_F(SqliteLogBusTest, BatchesAreBounded) {
   auto c = consumer("g", 4);
   for (int i = 0; i < 10; ++i) publish("k", std::to_string(i));
