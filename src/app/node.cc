@@ -72,9 +72,16 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
     if (node->db_) node->db_->add_commit_listener([relay = node->relay_.get()] { relay->notify(); });
     if (auto st = node->relay_->start(); !st) return std::move(st).error();
   }
-  auto blobs = LocalBlobStore::open(options.data_dir / "blobs", random);
-  if (!blobs) return std::move(blobs).error();
-  node->blobs_ = std::move(blobs).value();
+  if (options.azure_blobs) {
+    auto blobs = AzureBlobStore::open(*options.azure_blobs, random);
+    if (!blobs) return std::move(blobs).error();
+    node->blobs_ = std::move(blobs).value();
+    log_info("blobs.azure", {{"account", options.azure_blobs->account.name}, {"endpoint", options.azure_blobs->account.endpoint}});
+  } else {
+    auto blobs = LocalBlobStore::open(options.data_dir / "blobs", random);
+    if (!blobs) return std::move(blobs).error();
+    node->blobs_ = std::move(blobs).value();
+  }
   if (options.open_vectors) {
     const auto t0 = std::chrono::steady_clock::now();
     auto vectors = HnswVectorStore::open((options.data_dir / "vectors").string());

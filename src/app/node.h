@@ -1,10 +1,11 @@
 // Node: the backends and stages of one DeepLens process — one SQLite database (metadata, outbox
-// and, in embedded mode, the event log), local blobs and the HNSW vector store under data_dir —
+// and, in embedded mode, the event log), blobs (local files or Azure) and the HNSW vector store under data_dir —
 // plus the pipeline stages it runs. `deeplens serve|api|worker`, the operator commands and the
 // integration tests all assemble the system through it, so they cannot drift apart.
 //
 //   <data_dir>/deeplens.db   metadata + outbox (+ event log when embedded), SQLite WAL
-//   <data_dir>/blobs/        images and thumbnails
+//   <data_dir>/blobs/        images and thumbnails (local blobs)
+//   <data_dir>/spool/        uploads being received (and Azure uploads before they are sent)
 //   <data_dir>/vectors/      one folder per collection (one process at a time: see open_vectors)
 //
 // Bus: embedded (the sqlite_log in the same database; an event is appended in the transaction that
@@ -17,6 +18,7 @@
 #include <memory>
 #include <optional>
 
+#include "blob/azure/azure_blob_store.h"
 #include "blob/local/local_blob_store.h"
 #include "bus/kafka/kafka_bus.h"
 #include "bus/sqlite_log/sqlite_log_bus.h"
@@ -39,6 +41,9 @@ struct NodeOptions {
   // PostgreSQL instead of the SQLite file for metadata + outbox (config metadata.url
   // postgresql://...); needs the Kafka bus (the embedded log lives in SQLite).
   std::string postgres_url;
+  // Azure Blob Storage instead of data_dir/blobs (config blobs.url); then nothing a worker needs
+  // from another process lives on this host's disk.
+  std::optional<AzureBlobOptions> azure_blobs;
   bool run_relay = true;     // publish the outbox (Kafka only); every process with stages does
   bool connect_bus = true;   // false: metadata only (operator commands); events stay in the outbox
   // The HNSW store is single-process (it locks its folder): only the process that runs the index
@@ -84,7 +89,7 @@ class Node {
   EventBus* bus_ = nullptr;
   std::unique_ptr<MetadataStore> store_;
   std::unique_ptr<OutboxRelay> relay_;
-  std::unique_ptr<LocalBlobStore> blobs_;
+  std::unique_ptr<BlobStore> blobs_;
   std::unique_ptr<VectorStore> vectors_;
   std::unique_ptr<PipelineContext> context_;
   std::unique_ptr<Pipeline> pipeline_;

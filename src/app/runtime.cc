@@ -89,6 +89,47 @@ bool valid_tenant_slug(const std::string& s) {
   return true;
 }
 
+Result<std::optional<AzureBlobOptions>> azure_blob_options(const Config& c) {
+  const std::string url = c.str("blobs.url");
+  if (url.empty() || url == "local") return std::optional<AzureBlobOptions>();
+  const bool endpoint = url.rfind("http://", 0) == 0 || url.rfind("https://", 0) == 0;
+  if (url != "azure" && !endpoint)
+    return Error(ErrorCode::kInvalidArgument, "config key 'blobs.url' (" + c.origin("blobs.url") +
+                                                  "): expected empty (local files), azure, or the blob endpoint URL, got '" +
+                                                  redact_secrets(url) + "'")
+        .with("key", "blobs.url");
+  std::string text = c.str("blobs.azure.connection_string");
+  std::string origin = "blobs.azure.connection_string (" + c.origin("blobs.azure.connection_string") + ")";
+  if (text.empty()) {
+    if (const char* env = std::getenv("AZURE_STORAGE_CONNECTION_STRING")) text = env;
+    origin = "AZURE_STORAGE_CONNECTION_STRING";
+  }
+  if (text.empty())
+    return Error(ErrorCode::kInvalidArgument,
+                 "blobs.url is '" + url + "' but no Azure account is configured: set blobs.azure.connection_string or "
+                 "AZURE_STORAGE_CONNECTION_STRING")
+        .with("key", "blobs.azure.connection_string");
+  auto account = azure::parse_connection_string(text);
+  if (!account) {
+    Error e = std::move(account).error();
+    e.message = origin + ": " + e.message;
+    return e;
+  }
+  AzureBlobOptions o;
+  o.account = std::move(account).value();
+  if (endpoint) {
+    o.account.endpoint = url;
+    while (!o.account.endpoint.empty() && o.account.endpoint.back() == '/') o.account.endpoint.pop_back();
+  }
+  o.spool_dir = std::filesystem::path(c.str("data_dir")) / "spool";
+  o.single_put_max = c.integer("blobs.azure.single_put_max_bytes");
+  o.block_size = c.integer("blobs.azure.block_bytes");
+  o.timeout = std::chrono::milliseconds(std::max<int64_t>(1, c.integer("blobs.azure.timeout_ms")));
+  o.connect_timeout = std::min(o.timeout, std::chrono::milliseconds(3000));
+  o.max_attempts = static_cast<int>(std::max<int64_t>(1, c.integer("blobs.azure.max_attempts")));
+  return std::optional<AzureBlobOptions>(std::move(o));
+}
+
 Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c) {
   const std::string url = c.str("bus.url");
   if (url.empty() || url == "sqlite" || url == "embedded") return std::optional<KafkaBusOptions>();
@@ -139,6 +180,9 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   auto kafka = kafka_options(c);
   if (!kafka) return std::move(kafka).error();
   o.kafka = std::move(kafka).value();
+  auto azure = azure_blob_options(c);
+  if (!azure) return std::move(azure).error();
+  o.azure_blobs = std::move(azure).value();
   o.run.stages = stages;
   const std::string metadata = c.str("metadata.url");
   if (!metadata.empty()) {

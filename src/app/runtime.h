@@ -41,6 +41,10 @@ std::unique_ptr<Runtime> open_operator_runtime(const GlobalFlags& flags, int* ex
 // bus.url -> Kafka options (nullopt for the embedded log); errors name the key.
 Result<std::optional<KafkaBusOptions>> kafka_options(const Config& c);
 
+// blobs.url -> Azure Blob Storage options (nullopt for local files); errors name the key and
+// never quote the account key. spool_dir is data_dir/spool.
+Result<std::optional<AzureBlobOptions>> azure_blob_options(const Config& c);
+
 api::HttpServerOptions server_options(const Config& c);
 api::ApiOptions api_options(const Config& c, const ModelRegistry& models);
 api::PushHubOptions push_options(const Config& c);

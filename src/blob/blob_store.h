@@ -34,6 +34,13 @@ class BlobWriter {
   virtual Status commit(const std::string& key) = 0;
 };
 
+// Where a blob lives, as the spec's events name it (storageProvider).
+struct BlobLocation {
+  std::string type;       // "local", "azure_blob"
+  std::string container;  // root directory or container
+  std::string name;       // path below it, or blob name
+};
+
 struct BlobEntry {
   std::string key;
   Timestamp modified;  // when the blob was last written
@@ -50,10 +57,9 @@ class BlobStore {
   virtual bool exists(const std::string& key) = 0;
   // Every committed blob whose key starts with prefix (not writes in progress), in no order.
   virtual Result<std::vector<BlobEntry>> list(const std::string& prefix) = 0;
-  // What the spec's events call filePath / storageProvider for this key.
+  // What the spec's events call filePath (a path or URL) and storageProvider for this key.
   virtual std::string file_path(const std::string& key) const = 0;
-  virtual std::string provider_type() const = 0;   // "local", "azure_blob"
-  virtual std::string container_name() const = 0;  // root directory or container
+  virtual BlobLocation location(const std::string& key) const = 0;
   virtual Status ping() = 0;
 };
 

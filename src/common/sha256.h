@@ -1,4 +1,5 @@
-// SHA-256 (OpenSSL EVP) in one shot or incrementally; hex output. Thread-safe (no shared state).
+// Digests through OpenSSL EVP: SHA-256 in one shot or incrementally (hex output), HMAC-SHA256 and
+// MD5 (raw bytes; MD5 only where a protocol asks for it, e.g. Azure's Content-MD5). Thread-safe.
 #pragma once
 
 #include <memory>
@@ -20,6 +21,22 @@ class Sha256 {
 };
 
 std::string sha256_hex(std::string_view bytes);
+
+// The 32 raw bytes of HMAC-SHA256(key, message).
+std::string hmac_sha256(std::string_view key, std::string_view message);
+
+// MD5, incrementally; digest() gives the 16 raw bytes (call once).
+class Md5 {
+ public:
+  Md5();
+  ~Md5();
+  void update(std::string_view bytes);
+  std::string digest();
+
+ private:
+  struct Ctx;
+  std::unique_ptr<Ctx> ctx_;
+};
 
 // a == b in time that depends only on the lengths (CRYPTO_memcmp), for secrets and their digests.
 bool constant_time_equal(std::string_view a, std::string_view b);

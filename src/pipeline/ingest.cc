@@ -78,8 +78,8 @@ Result<CreateImageOutcome> accept_upload(PipelineContext& ctx, UploadRequest req
                                                                  img.color_profile.empty() ? std::nullopt
                                                                                            : std::optional(img.color_profile),
                                                                  img.file_name};
-                                          event.data.storage_provider = {ctx.blobs.provider_type(),
-                                                                         ctx.blobs.container_name(), img.storage_path};
+                                          const BlobLocation where = ctx.blobs.location(img.storage_path);
+                                          event.data.storage_provider = {where.type, where.container, where.name};
                                           event.processing_options = request.options;
                                           event.processing_options.priority = request.options.priority.value_or(Priority::kNormal);
                                           event.processing_options.skip_duplicate_check =

@@ -1,9 +1,7 @@
 #include "webhooks/signature.h"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-
 #include "common/base64.h"
+#include "common/sha256.h"
 
 namespace deeplens::webhooks {
 
@@ -31,12 +29,7 @@ Result<std::string> sign(std::string_view secret, std::string_view message_id, i
   std::string content;
   content.reserve(message_id.size() + body.size() + 24);
   content.append(message_id).append(".").append(std::to_string(timestamp)).append(".").append(body);
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  if (!HMAC(EVP_sha256(), key->data(), static_cast<int>(key->size()),
-            reinterpret_cast<const unsigned char*>(content.data()), content.size(), mac, &mac_len))
-    return Error(ErrorCode::kInternal, "HMAC-SHA256 failed");
-  return "v1," + base64_encode(std::string_view(reinterpret_cast<const char*>(mac), mac_len));
+  return "v1," + base64_encode(hmac_sha256(*key, content));
 }
 
 Result<std::string> signature_header(const std::vector<std::string>& secrets, std::string_view message_id,

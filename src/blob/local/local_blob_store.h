@@ -24,8 +24,7 @@ class LocalBlobStore final : public BlobStore {
   bool exists(const std::string& key) override;
   Result<std::vector<BlobEntry>> list(const std::string& prefix) override;
   std::string file_path(const std::string& key) const override;
-  std::string provider_type() const override { return "local"; }
-  std::string container_name() const override { return root_.string(); }
+  BlobLocation location(const std::string& key) const override { return {"local", root_.string(), key}; }
   Status ping() override;
 
   // Validates key and returns its absolute path.

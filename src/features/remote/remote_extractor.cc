@@ -1,43 +1,19 @@
 #include "features/remote/remote_extractor.h"
 
-#include <curl/curl.h>
-
 #include <algorithm>
 #include <cmath>
-#include <mutex>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "common/base64.h"
+#include "common/http_client.h"
 
 namespace deeplens {
 namespace {
 
 constexpr size_t kMaxErrorBody = 300;  // bytes of a failed answer quoted in the error
-
-struct ResponseBuffer {
-  std::string body;
-  size_t limit = 0;
-  bool overflow = false;
-};
-
-size_t write_body(char* data, size_t size, size_t count, void* user) {
-  auto* buffer = static_cast<ResponseBuffer*>(user);
-  const size_t n = size * count;
-  if (buffer->body.size() + n > buffer->limit) {
-    buffer->overflow = true;
-    return 0;  // makes curl fail with CURLE_WRITE_ERROR
-  }
-  buffer->body.append(data, n);
-  return n;
-}
-
-void init_curl_once() {
-  static std::once_flag once;
-  // Never cleaned up: libcurl's global state lives as long as the process.
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
 
 class RemoteExtractor final : public Extractor {
  public:
@@ -48,10 +24,6 @@ class RemoteExtractor final : public Extractor {
     info_.input_width = 0;  // the service takes the original encoded bytes
     info_.input_height = 0;
     info_.normalize = spec.normalize;
-  }
-
-  ~RemoteExtractor() override {
-    for (CURL* h : idle_) curl_easy_cleanup(h);
   }
 
   const ModelInfo& info() const override { return info_; }
@@ -77,23 +49,6 @@ class RemoteExtractor final : public Extractor {
         .with("image_id", std::string(input.image_id));
   }
 
-  CURL* take_handle() {
-    {
-      std::lock_guard lock(idle_mu_);
-      if (!idle_.empty()) {
-        CURL* h = idle_.back();
-        idle_.pop_back();
-        return h;
-      }
-    }
-    return curl_easy_init();
-  }
-
-  void give_back(CURL* h) {
-    std::lock_guard lock(idle_mu_);
-    idle_.push_back(h);
-  }
-
   Result<std::vector<float>> extract_one(const ExtractorInput& input, size_t index) {
     if (input.encoded.empty())
       return error(ErrorCode::kInvalidArgument, "no encoded image bytes (a remote model takes the original file)",
@@ -105,55 +60,27 @@ class RemoteExtractor final : public Extractor {
                                     {"normalize", spec_.normalize}};
     const std::string body = request.dump();
 
-    CURL* h = take_handle();
-    if (!h) return error(ErrorCode::kInternal, "curl_easy_init failed", input, index);
-    ResponseBuffer response;
+    ClientRequest http;
+    http.method = "POST";
+    http.url = endpoint_;
+    http.headers = {{"Content-Type", "application/json"}, {"Accept", "application/json"}};
+    http.body = body;
+    http.timeout = std::chrono::milliseconds(spec_.timeout_ms);
+    http.connect_timeout = http.timeout;
     // A vector of `dimension` numbers at ~25 characters each, plus room for the other fields.
-    response.limit = static_cast<size_t>(spec_.dimension) * 32 + (1 << 20);
-    char curl_error[CURL_ERROR_SIZE] = {0};
-    curl_slist* headers = nullptr;
-    headers = curl_slist_append(headers, "Content-Type: application/json");
-    headers = curl_slist_append(headers, "Accept: application/json");
-    headers = curl_slist_append(headers, "Expect:");  // no 100-continue round trip
-
-    curl_easy_reset(h);  // keeps the connection cache
-    curl_easy_setopt(h, CURLOPT_URL, endpoint_.c_str());
-    curl_easy_setopt(h, CURLOPT_POST, 1L);
-    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.data());
-    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(spec_.timeout_ms));
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // required with timeouts in threaded programs
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &write_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &response);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, curl_error);
-    curl_easy_setopt(h, CURLOPT_USERAGENT, "deeplens");
-
-    const CURLcode rc = curl_easy_perform(h);
-    long status = 0;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, nullptr);
-    curl_slist_free_all(headers);
-    give_back(h);
-
-    if (rc != CURLE_OK) {
-      const std::string detail = curl_error[0] ? curl_error : curl_easy_strerror(rc);
-      if (rc == CURLE_OPERATION_TIMEDOUT)
-        return error(ErrorCode::kTimeout,
-                     "no answer within timeout_ms = " + std::to_string(spec_.timeout_ms) + " (" + detail + ")",
+    http.max_body = static_cast<size_t>(spec_.dimension) * 32 + (1 << 20);
+    auto answered = client_.perform(http);
+    if (!answered) {
+      const Error& e = answered.error();
+      if (e.code == ErrorCode::kTimeout)
+        return error(ErrorCode::kTimeout, "no answer within timeout_ms = " + std::to_string(spec_.timeout_ms) + " (" + e.message + ")",
                      input, index)
             .with("timeout_ms", std::to_string(spec_.timeout_ms));
-      if (response.overflow)
-        return error(ErrorCode::kInternal,
-                     "answer larger than " + std::to_string(response.limit) + " bytes", input, index);
-      const bool connect = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
-                           rc == CURLE_COULDNT_RESOLVE_PROXY;
-      return error(ErrorCode::kUnavailable,
-                   std::string(connect ? "cannot connect to the extraction service" : "request failed") +
-                       " (" + detail + "); is the service running at `url`?",
-                   input, index)
-          .with("curl_code", std::to_string(static_cast<int>(rc)));
+      if (e.code == ErrorCode::kResourceExhausted) return error(ErrorCode::kInternal, e.message, input, index);
+      return error(ErrorCode::kUnavailable, e.message + "; is the service running at `url`?", input, index);
     }
+    const ClientResponse& response = *answered;
+    const long status = response.status;
 
     if (status < 200 || status > 299) {
       const ErrorCode code = (status >= 500 || status == 408 || status == 429) ? ErrorCode::kUnavailable
@@ -195,8 +122,7 @@ class RemoteExtractor final : public Extractor {
   const std::string endpoint_;
   ModelInfo info_;
 
-  std::mutex idle_mu_;
-  std::vector<CURL*> idle_;  // guarded by idle_mu_
+  HttpClient client_;
 };
 
 }  // namespace
@@ -210,7 +136,6 @@ Result<std::unique_ptr<Extractor>> make_remote_extractor(const ModelSpec& spec) 
     return Error(ErrorCode::kInvalidArgument,
                  "model '" + spec.name + "': a remote model needs url, dimension and timeout_ms")
         .with("model", spec.name);
-  init_curl_once();
   return std::unique_ptr<Extractor>(std::make_unique<RemoteExtractor>(spec));
 }
 

@@ -16,8 +16,8 @@
 // other 4xx (the service rejected this image), kInternal for an answer that breaks the contract
 // (not JSON, no "features", wrong dimension, non-numbers).
 //
-// Thread-safety: extract() may be called from any number of threads; each call uses its own
-// curl handle (idle handles are pooled so connections are kept alive).
+// Thread-safety: extract() may be called from any number of threads (one HttpClient; its pooled
+// handles keep connections alive).
 #pragma once
 
 #include <memory>
@@ -28,8 +28,8 @@
 
 namespace deeplens {
 
-// Checks the spec (kind "remote", url, dimension) and initialises libcurl; does not contact the
-// service (it may start after us).
+// Checks the spec (kind "remote", url, dimension); does not contact the service (it may start
+// after us).
 Result<std::unique_ptr<Extractor>> make_remote_extractor(const ModelSpec& spec);
 
 }  // namespace deeplens
