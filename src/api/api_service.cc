@@ -148,7 +148,19 @@ HttpResponse error_from(const Error& e) {
     case ErrorCode::kResourceExhausted: return error_response(413, "TOO_LARGE", e.message, details);
     case ErrorCode::kUnauthenticated: return error_response(401, "UNAUTHENTICATED", e.message, details);
     case ErrorCode::kUnavailable:
-    case ErrorCode::kTimeout: return error_response(503, "UNAVAILABLE", e.message, details);
+    case ErrorCode::kTimeout: {
+      if (const auto service = e.context.find("service"); service != e.context.end() && service->second == "blobs") {
+        // The client learns which service is down, not its address or account: those go to the log.
+        log_warn("blobs.unavailable", {{"error", e.to_string()}});
+        HttpResponse res = error_response(503, "UNAVAILABLE",
+                                          std::string("blob storage is unavailable (") + error_code_name(e.code) +
+                                              "); nothing was stored, retry later",
+                                          {{"service", "blobs"}});
+        res.headers.emplace_back("Retry-After", "5");
+        return res;
+      }
+      return error_response(503, "UNAVAILABLE", e.message, details);
+    }
     default: return error_response(500, "INTERNAL", e.message, {});
   }
 }

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zlib
@@ -207,6 +208,100 @@ class PostgresServer:
         subprocess.run(self.as_user + [f"{self.BIN}/pg_ctl", "stop", "-m", "fast", "-D", f"{self.dir}/data"],
                        capture_output=True, timeout=60)
         self.proc.wait(timeout=60)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class AzuriteServer:
+    """Azurite's blob service (tools/azurite, installed by scripts/bootstrap) on a free port with a
+    temp workspace. stop() is a clean SIGTERM (Azurite saves its metadata); start() brings it back
+    on the same port and workspace."""
+
+    ACCOUNT = "devstoreaccount1"
+    KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+    BIN = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "tools/azurite/node_modules/.bin/azurite-blob")
+
+    def __init__(self):
+        import socket
+        if not os.path.exists(self.BIN):
+            raise RuntimeError(f"Azurite not installed at {self.BIN} (run scripts/bootstrap)")
+        self.dir = tempfile.mkdtemp(prefix="deeplens-azurite-e2e-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}/{self.ACCOUNT}"
+        self.proc = None
+        self.start()
+
+    def connection_string(self, key=None):
+        return (f"DefaultEndpointsProtocol=http;AccountName={self.ACCOUNT};AccountKey={key or self.KEY};"
+                f"BlobEndpoint={self.endpoint};")
+
+    def signed(self, method, path, query=None):
+        """A Shared Key request signed here (an implementation independent of DeepLens's); returns
+        (status, body)."""
+        import base64
+        import email.utils
+        import hashlib
+        import hmac
+        query = query or {}
+        date = email.utils.formatdate(usegmt=True)
+        to_sign = (f"{method}\n" + "\n" * 11 + f"x-ms-date:{date}\nx-ms-version:2021-12-02\n"
+                   f"/{self.ACCOUNT}/{self.ACCOUNT}{path}" + "".join(f"\n{k}:{query[k]}" for k in sorted(query)))
+        sig = base64.b64encode(hmac.new(base64.b64decode(self.KEY), to_sign.encode(), hashlib.sha256).digest())
+        url = f"{self.endpoint}{path}" + ("?" + urllib.parse.urlencode(query) if query else "")
+        req = urllib.request.Request(url, method=method, headers={
+            "x-ms-date": date, "x-ms-version": "2021-12-02", "Authorization": f"SharedKey {self.ACCOUNT}:{sig.decode()}"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def list_blobs(self, container):
+        """Blob names in a container; [] when the container does not exist."""
+        import xml.etree.ElementTree as ET
+        names, marker = [], ""
+        while True:
+            status, body = self.signed("GET", f"/{container}",
+                                       {"comp": "list", "restype": "container", **({"marker": marker} if marker else {})})
+            if status == 404:
+                return []
+            assert status == 200, body
+            root = ET.fromstring(body)
+            names += [b.findtext("Name") for b in root.iter("Blob")]
+            marker = root.findtext("NextMarker") or ""
+            if not marker:
+                return names
+
+    def start(self):
+        import socket
+        self.proc = subprocess.Popen([self.BIN, "--blobHost", "127.0.0.1", "--blobPort", str(self.port), "--location",
+                                      self.dir, "--silent", "--disableTelemetry"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    raise RuntimeError("Azurite exited during start-up")
+                time.sleep(0.05)
+        raise RuntimeError("Azurite did not start within 30 s")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
 
     def cleanup(self):
         self.stop()

@@ -80,9 +80,19 @@ class AzuriteServer {
 
   void stop() {
     if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);  // node has no state to flush that the tests rely on (metadata is in loki files, saved as it goes)
+    // SIGTERM: Azurite saves its metadata database on the way out (a SIGKILL could lose the newest
+    // blobs' entries); SIGKILL only when it does not exit within 10 s.
+    ::kill(pid_, SIGTERM);
     int status = 0;
-    ::waitpid(pid_, &status, 0);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
     pid_ = -1;
   }
 

@@ -132,6 +132,7 @@ struct AzureBlobStore::Call {
   std::string_view body;
   std::function<bool(const ClientResponse&, std::string_view)> sink;
   std::string what;  // "Put Blob acme-images/2026/..." for messages
+  std::chrono::milliseconds timeout{0};  // 0: options.timeout
 };
 
 Result<std::unique_ptr<AzureBlobStore>> AzureBlobStore::open(AzureBlobOptions options, RandomSource& random) {
@@ -183,7 +184,8 @@ Error AzureBlobStore::service_error(const ClientResponse& r, const std::string& 
   return Error(ec, "Azure Blob Storage " + what + ": " + why)
       .with("account", options_.account.name)
       .with("http_status", std::to_string(r.status))
-      .with("azure_error", code);
+      .with("azure_error", code)
+      .with("service", "blobs");
 }
 
 Result<ClientResponse> AzureBlobStore::attempt(const Call& c) {
@@ -205,8 +207,8 @@ Result<ClientResponse> AzureBlobStore::attempt(const Call& c) {
   req.headers = sr.headers;
   req.headers.emplace_back("Authorization", azure::authorization(sr, options_.account));
   req.body = c.body;
-  req.timeout = options_.timeout;
-  req.connect_timeout = options_.connect_timeout;
+  req.timeout = c.timeout.count() > 0 ? c.timeout : options_.timeout;
+  req.connect_timeout = std::min(req.timeout, options_.connect_timeout);
   req.sink = c.sink;
   return http_.perform(req);
 }
@@ -214,7 +216,7 @@ Result<ClientResponse> AzureBlobStore::attempt(const Call& c) {
 Error AzureBlobStore::gave_up(Error e, const std::string& what, int attempts) const {
   e.message = "Azure Blob Storage " + what + ": " + e.message + " (after " + std::to_string(attempts) +
               " attempts; is the blob service at " + options_.account.endpoint + " up?)";
-  return e.with("account", options_.account.name);
+  return e.with("account", options_.account.name).with("service", "blobs");
 }
 
 Result<ClientResponse> AzureBlobStore::call(const Call& c) {
@@ -503,8 +505,9 @@ Status AzureBlobStore::ping() {
   c.path = "/";
   c.query = {{"comp", "list"}, {"maxresults", "1"}};
   c.what = "List Containers";
-  auto r = call(c);
-  if (!r) return std::move(r).error();
+  c.timeout = std::min(options_.timeout, std::chrono::milliseconds(5000));  // a probe answers quickly or not at all
+  auto r = attempt(c);  // once: readiness reports the present, retries would only delay it
+  if (!r) return gave_up(std::move(r).error(), c.what, 1);
   if (r->status != 200) return service_error(*r, c.what);
   return {};
 }

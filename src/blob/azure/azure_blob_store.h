@@ -45,7 +45,8 @@ struct AzureBlobOptions {
 
 class AzureBlobStore final : public BlobStore {
  public:
-  // Does not contact the service (it may start after us); ping() does.
+  // Does not contact the service (it may start after us); ping() does (one List Containers
+  // request, no retries, at most 5 s: it answers readiness probes).
   static Result<std::unique_ptr<AzureBlobStore>> open(AzureBlobOptions options, RandomSource& random);
 
   Result<std::unique_ptr<BlobWriter>> begin_write() override;
