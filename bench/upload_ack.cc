@@ -5,6 +5,7 @@
 //   upload_ack                          c = 1, 16, 100; 15 s each; mobilenet_v2 extraction
 //   upload_ack --concurrency 100 --seconds 30
 //   upload_ack --soak 600               10 minutes of continuous uploads; RSS sampled every 10 s
+//   upload_ack --blobs both --no-floor  local blobs vs Azure Blob Storage (a real Azurite), one run
 //   upload_ack --help
 //
 // The server is the real binary (`deeplens serve`, embedded backends, a fresh data dir), started as
@@ -28,6 +29,7 @@
 
 #include "api/http_server.h"
 #include "load.h"
+#include "support/azurite_server.h"
 
 namespace deeplens::bench {
 namespace {
@@ -49,12 +51,14 @@ struct Args {
   double soak_rate = 20;    // uploads/s during the soak (about what the pipeline keeps up with)
   bool floor = true;
   bool keep = false;        // keep the data dir
+  std::string blobs = "local";  // local, azure (Azurite started here) or both (two servers, one run)
 };
 
 [[noreturn]] void usage(int code) {
   std::cout << "upload_ack [--concurrency 1,16,100|none] [--seconds 15] [--model mobilenet_v2|builtin]\n"
                "           [--photo FILE.jpg] [--size BYTES] [--no-floor] [--fill-seconds 5] [--soak SECONDS]\n"
-               "           [--soak-concurrency 4] [--soak-rate 20] [--deeplens PATH] [--models-dir DIR] [--keep]\n";
+               "           [--soak-concurrency 4] [--soak-rate 20] [--deeplens PATH] [--models-dir DIR] [--keep]\n"
+               "           [--blobs local|azure|both]\n";
   std::exit(code);
 }
 
@@ -87,6 +91,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--deeplens") a.deeplens = next();
     else if (f == "--models-dir") a.models_dir = next();
     else if (f == "--keep") a.keep = true;
+    else if (f == "--blobs") a.blobs = next();
     else if (f == "--help" || f == "-h") usage(0);
     else {
       std::cerr << "unknown flag " << f << "\n";
@@ -153,37 +158,70 @@ void print_row(const std::string& name, int c, const LoadResult& r, double busy)
   std::fflush(stdout);
 }
 
-int run(const Args& a) {
-  const std::string source = read_file(a.photo);
-  const fs::path dir = fs::temp_directory_path() / ("deeplens-bench-upload-" + std::to_string(::getpid()));
-  fs::create_directories(dir / "data");
-  const std::string key = "bench-key-" + std::to_string(::getpid());
-  const uint16_t port = free_port();
+// One `deeplens serve` child under test, with its own data dir and port.
+struct Served {
+  std::string name;
+  pid_t pid = -1;
+  uint16_t port = 0;
+  fs::path dir;
+};
 
-  // The server under test: `deeplens serve`, embedded backends, its own data dir.
+Served start_serve(const Args& a, const std::string& name, const fs::path& dir, const std::string& key,
+                   const std::string& blobs_config) {
+  Served s{name, -1, free_port(), dir};
+  fs::create_directories(dir / "data");
   {
     std::ofstream cfg(dir / "deeplens.toml");
     cfg << "data_dir = \"" << (dir / "data").string() << "\"\n"
-        << "[server]\nlisten = \"127.0.0.1:" << port << "\"\n"
+        << "[server]\nlisten = \"127.0.0.1:" << s.port << "\"\n"
         << "[auth]\ndefault_key = \"" << key << "\"\n"
-        << "[log]\nlevel = \"warn\"\n";
+        << "[log]\nlevel = \"warn\"\n"
+        << blobs_config;
     if (a.model == "mobilenet_v2")
       cfg << "[[models]]\nname = \"mobilenet_v2\"\nfile = \"" << a.models_dir
           << "/mobilenet_v2_1.0_224_quint8.pb\"\noutput_layer = \"embedding\"\ndimension = 1280\n"
              "mean = 127.5\nscale = \"0.00784313725490196\"\n";
   }
-  const pid_t serve = spawn({a.deeplens, "--config", (dir / "deeplens.toml").string(), "serve"},
-                            (dir / "serve.log").string());
+  s.pid = spawn({a.deeplens, "--config", (dir / "deeplens.toml").string(), "serve"}, (dir / "serve.log").string());
   bool ready = false;
   for (int i = 0; i < 600 && !ready; ++i) {
-    ready = http_request("127.0.0.1", port, "GET", "/readyz").first == 200;
+    ready = http_request("127.0.0.1", s.port, "GET", "/readyz").first == 200;
     if (!ready) std::this_thread::sleep_for(100ms);
   }
   if (!ready) {
-    std::cerr << "deeplens serve did not become ready; see " << (dir / "serve.log") << "\n";
-    stop_child(serve);
-    return 1;
+    std::cerr << "deeplens serve (" << name << ") did not become ready; see " << (dir / "serve.log") << "\n";
+    stop_child(s.pid);
+    s.pid = -1;
   }
+  return s;
+}
+
+int run(const Args& a) {
+  const std::string source = read_file(a.photo);
+  const fs::path dir = fs::temp_directory_path() / ("deeplens-bench-upload-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const std::string key = "bench-key-" + std::to_string(::getpid());
+  if (a.blobs != "local" && a.blobs != "azure" && a.blobs != "both") usage(2);
+
+  // The servers under test: `deeplens serve`, embedded backends, each its own data dir; with Azure
+  // blobs against a real Azurite started here.
+  std::unique_ptr<testing::AzuriteServer> azurite;
+  std::vector<Served> servers;
+  if (a.blobs != "azure") servers.push_back(start_serve(a, a.blobs == "both" ? "local" : "deeplens", dir / "local", key, ""));
+  if (a.blobs != "local") {
+    azurite = std::make_unique<testing::AzuriteServer>();
+    servers.push_back(start_serve(a, a.blobs == "both" ? "azure" : "deeplens", dir / "azure", key,
+                                  "[blobs]\nurl = \"azure\"\n[blobs.azure]\nconnection_string = \"" +
+                                      azurite->connection_string() + "\"\n"));
+  }
+  for (const auto& s : servers)
+    if (s.pid < 0) {
+      for (const auto& o : servers)
+        if (o.pid > 0) stop_child(o.pid);
+      return 1;
+    }
+  const pid_t serve = servers.front().pid;  // the soak watches the first
+  const uint16_t port = servers.front().port;
 
   FloorEndpoint floor_endpoint(dir / "floor");
   api::HttpServerOptions fo;
@@ -193,7 +231,7 @@ int run(const Args& a) {
                                [](api::HttpRequest&) { return api::Admission{std::nullopt, true}; });
   if (auto st = floor_server.start(); !st) {
     std::cerr << "floor server: " << st.error().to_string() << "\n";
-    stop_child(serve);
+    for (const auto& sv : servers) stop_child(sv.pid);
     return 1;
   }
 
@@ -211,39 +249,47 @@ int run(const Args& a) {
     };
     return s;
   };
-  const Target deeplens{"deeplens", port, "/api/v1/images/upload"};
+  std::vector<Target> targets;
+  for (const auto& sv : servers) targets.push_back(Target{sv.name, sv.port, "/api/v1/images/upload"});
+  const Target deeplens = targets.front();
   const Target floor{"floor", floor_server.port(), "/floor"};
+  if (a.floor) targets.push_back(floor);
 
   std::printf("machine: %u cores; body %zu bytes (%s + comment); model %s; %d s per run after 1 s warm-up\n",
               std::thread::hardware_concurrency(), tagged_jpeg(source, "x", a.size).size(), a.photo.c_str(),
               a.model.c_str(), a.seconds);
   // Fill the pipeline first so that the stages are busy during every measured run.
   std::printf("filling the pipeline (%d s of uploads at c=16) ...\n", a.fill_seconds);
-  auto fill = run_load(spec_for(deeplens, 16, std::chrono::seconds(a.fill_seconds)));
-  std::printf("  accepted %llu uploads (%.0f/s)\n", static_cast<unsigned long long>(fill.ok), fill.per_second());
+  uint64_t failed = 0;
+  for (const auto& sv : servers) {
+    auto fill = run_load(spec_for(Target{sv.name, sv.port, "/api/v1/images/upload"}, 16, std::chrono::seconds(a.fill_seconds)));
+    std::printf("  %s: accepted %llu uploads (%.0f/s)\n", sv.name.c_str(), static_cast<unsigned long long>(fill.ok),
+                fill.per_second());
+    failed += fill.failed;
+  }
 
-  uint64_t failed = fill.failed;
   for (int c : a.concurrency) {
     std::vector<std::pair<Target, LoadResult>> rows;
-    for (const Target& t : {deeplens, floor}) {
-      if (t.name == "floor" && !a.floor) continue;
+    for (const Target& t : targets) {
       const auto cpu0 = cpu_times();
       auto r = run_load(spec_for(t, c, std::chrono::milliseconds(a.seconds * 1000)));
       print_row(t.name, c, r, busy_share(cpu0, cpu_times()));
       failed += r.failed;
       rows.emplace_back(t, r);
     }
-    if (rows.size() == 2) {
-      const auto& d = rows[0].second;
-      const auto& f = rows[1].second;
-      std::printf("ratio    c=%-4d deeplens/floor: throughput %.2f, p50 %.2f, p99 %.2f\n", c,
-                  d.per_second() / std::max(1e-9, f.per_second()), d.latency_ms.p50 / std::max(1e-9, f.latency_ms.p50),
-                  d.latency_ms.p99 / std::max(1e-9, f.latency_ms.p99));
+    for (size_t i = 1; i < rows.size(); ++i) {  // each against the first
+      const auto& d = rows[i].second;
+      const auto& f = rows[0].second;
+      std::printf("ratio    c=%-4d %s/%s: throughput %.2f, p50 %.2f, p99 %.2f\n", c, rows[i].first.name.c_str(),
+                  rows[0].first.name.c_str(), d.per_second() / std::max(1e-9, f.per_second()),
+                  d.latency_ms.p50 / std::max(1e-9, f.latency_ms.p50), d.latency_ms.p99 / std::max(1e-9, f.latency_ms.p99));
     }
-    const auto m = http_request("127.0.0.1", port, "GET", "/metrics").second;
-    std::printf("         pipeline: %.0f completed, %.0f waiting for extraction\n",
-                metric(m, "deeplens_images{status=\"completed\"}"),
-                metric(m, "deeplens_queue_depth{group=\"deeplens.extractor\"}"));
+    for (const auto& sv : servers) {
+      const auto m = http_request("127.0.0.1", sv.port, "GET", "/metrics").second;
+      std::printf("         %s pipeline: %.0f completed, %.0f waiting for extraction\n", sv.name.c_str(),
+                  metric(m, "deeplens_images{status=\"completed\"}"),
+                  metric(m, "deeplens_queue_depth{group=\"deeplens.extractor\"}"));
+    }
   }
 
   if (a.soak > 0) {
@@ -272,8 +318,7 @@ int run(const Args& a) {
   }
 
   floor_server.stop();
-  const int status = stop_child(serve);
-  std::printf("deeplens serve stopped (wait status %d)\n", status);
+  for (const auto& sv : servers) std::printf("deeplens serve (%s) stopped (wait status %d)\n", sv.name.c_str(), stop_child(sv.pid));
   if (!a.keep) fs::remove_all(dir);
   else std::printf("kept %s\n", dir.c_str());
   if (failed) std::printf("%llu requests failed\n", static_cast<unsigned long long>(failed));

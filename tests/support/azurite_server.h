@@ -7,6 +7,7 @@
 // Test-only, header-only; not thread-safe.
 #pragma once
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -62,6 +63,8 @@ class AzuriteServer {
     if (pid_ < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
     if (pid_ == 0) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+      const int devnull = ::open("/dev/null", O_WRONLY);
+      if (devnull >= 0) ::dup2(devnull, STDOUT_FILENO);  // its start-up banner is not test output
       ::execl(binary_.c_str(), binary_.c_str(), "--blobHost", "127.0.0.1", "--blobPort", port.c_str(), "--location",
               location.c_str(), "--silent", "--disableTelemetry", static_cast<char*>(nullptr));
       ::_exit(127);
