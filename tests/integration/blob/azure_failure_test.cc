@@ -203,9 +203,9 @@ class CuttingProxy {
   }
   ~CuttingProxy() {
     stopping_ = true;
-    ::shutdown(listen_fd_, SHUT_RDWR);
-    ::close(listen_fd_);
+    ::shutdown(listen_fd_, SHUT_RDWR);  // wakes the accept()
     acceptor_.join();
+    ::close(listen_fd_);
     for (auto& t : pumps_) t.join();
   }
   int port() const { return port_; }
@@ -227,12 +227,17 @@ class CuttingProxy {
         ::close(up);
         continue;
       }
-      pumps_.emplace_back([client, up] { pump(client, up, nullptr); ::shutdown(up, SHUT_WR); });
-      pumps_.emplace_back([this, client, up] {
-        pump(up, client, this);
-        ::shutdown(client, SHUT_RDWR);
-        ::close(client);
-        ::close(up);
+      // Both pumps use both descriptors; the last one to finish closes them (closing one
+      // while the other pump still reads it would be a race on the descriptor).
+      auto fds = std::shared_ptr<int[]>(new int[2]{client, up}, [](int* p) {
+        ::close(p[0]);
+        ::close(p[1]);
+        delete[] p;
+      });
+      pumps_.emplace_back([fds] { pump(fds[0], fds[1], nullptr); ::shutdown(fds[1], SHUT_WR); });
+      pumps_.emplace_back([this, fds] {
+        pump(fds[1], fds[0], this);
+        ::shutdown(fds[0], SHUT_RDWR);
       });
     }
   }

@@ -31,6 +31,9 @@ struct Backend {
   std::function<std::unique_ptr<BlobStore>(const fs::path& dir, RandomSource& random)> make;
 };
 
+// So that ctest shows "GetParam() = azure" rather than the struct's bytes.
+void PrintTo(const Backend& b, std::ostream* os) { *os << b.name; }
+
 AzuriteServer& azurite() {
   static const auto server = std::make_unique<AzuriteServer>();  // one per test binary, stopped at exit
   return *server;
