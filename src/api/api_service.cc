@@ -178,7 +178,7 @@ ApiService::ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options, 
       return credentials->tenant.id;
     };
     push_->status_of = [this](const std::string& tenant, const std::string& image, const std::string& transition) {
-      return status_changed_data(ctx_.store, tenant, image, StatusTransition::of(transition));
+      return status_changed_data(ctx_.store, tenant, image, StatusTransition::of(transition), status_options());
     };
     ctx_.metrics.describe("deeplens_push_connections", "gauge", "open WebSocket and event-stream connections");
     ctx_.metrics.describe("deeplens_push_subscriptions", "gauge", "real-time subscriptions");
@@ -487,12 +487,13 @@ HttpResponse ApiService::upload(HttpRequest& req) {
     j["statusCheckUrl"] = image_url(image.image_id) + "/status";
     return json_response(200, j.dump());
   }
-  auto fx = ctx_.store.recent_step_duration_ms("feature_extraction", 50);
-  auto vx = ctx_.store.recent_step_duration_ms("vector_indexing", 50);
-  const double per_model = (fx && *fx ? **fx : 500.0) + (vx && *vx ? **vx : 50.0);
   j["status"] = "uploaded";
   j["message"] = "Image uploaded successfully. Processing started.";
-  j["estimatedProcessingTime"] = human_estimate(per_model * static_cast<double>(image.models.size()));
+  // From the queue ahead of it in its lane and the observed extraction rate (pipeline/eta.h); the
+  // upload is acknowledged even when the estimate cannot be made.
+  auto eta = estimate_remaining_ms(ctx_.store, image, {}, status_options());
+  if (!eta) log_warn("upload.estimate_failed", {{"imageId", image.image_id}, {"error", eta.error().to_string()}});
+  j["estimatedProcessingTime"] = human_estimate(eta ? static_cast<double>(*eta) : 1000.0);
   j["statusCheckUrl"] = image_url(image.image_id) + "/status";
   if (outcome->kind == CreateImageOutcome::Kind::kIdempotentReplay) j["idempotentReplay"] = true;
   HttpResponse res = json_response(202, j.dump());
@@ -501,7 +502,7 @@ HttpResponse ApiService::upload(HttpRequest& req) {
 }
 
 HttpResponse ApiService::status(HttpRequest& req) {
-  auto view = load_status(ctx_.store, req.tenant_id, req.params["id"]);
+  auto view = load_status(ctx_.store, req.tenant_id, req.params["id"], status_options());
   if (!view) {
     if (view.error().code == ErrorCode::kNotFound) return not_found_image(req.params["id"]);
     return error_from(view.error());

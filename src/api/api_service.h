@@ -19,6 +19,7 @@
 #include "api/push_session.h"
 #include "bus/event_bus.h"
 #include "pipeline/context.h"
+#include "pipeline/status.h"
 
 namespace deeplens::webhooks {
 class SecretBox;
@@ -108,6 +109,7 @@ class ApiService {
   void enable_webhooks(WebhookApiContext context);
 
  private:
+  StatusOptions status_options() const { return StatusOptions{ctx_.options.lane_weights, &ctx_.clock}; }
   const Route* match(const std::string& method, const std::string& path, std::map<std::string, std::string>& params,
                      bool& path_known) const;
   struct Credentials {

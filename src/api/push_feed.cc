@@ -12,8 +12,8 @@
 namespace deeplens::api {
 
 Result<std::string> status_changed_data(MetadataStore& store, const std::string& tenant_id, const std::string& image_id,
-                                        const StatusTransition& t) {
-  auto view = load_status(store, tenant_id, image_id);
+                                        const StatusTransition& t, const StatusOptions& options) {
+  auto view = load_status(store, tenant_id, image_id, options);
   if (!view) return std::move(view).error();
   nlohmann::ordered_json j = status_object(*view);
   j["transition"] = t.name;
@@ -74,9 +74,11 @@ void PushFeed::run() {
     // One poll can hold several steps of one image from different topics, read partition by
     // partition: put them back in pipeline order (a stable sort keeps each topic's own order).
     auto step_of = [](const BusMessage& m) {
-      for (size_t i = 0; i < topics::kAll.size(); ++i)
-        if (m.topic == topics::kAll[i]) return std::min<size_t>(i, 3);  // completed and failed are both last
-      return size_t{3};
+      const std::string_view base = base_topic(m.topic);  // a lane is its stage's step
+      const std::string_view order[] = {topics::kImagesUploaded, topics::kFeaturesExtraction, topics::kVectorsIndexing};
+      for (size_t i = 0; i < 3; ++i)
+        if (base == order[i]) return i;
+      return size_t{3};  // completed and failed are both last
     };
     std::stable_sort(batch->begin(), batch->end(),
                      [&](const BusMessage& a, const BusMessage& b) { return step_of(a) < step_of(b); });
@@ -118,7 +120,7 @@ int PushFeed::advance(const std::string& image_id, int rank) {
 }
 
 void PushFeed::status_changed(const std::string& tenant_id, const std::string& image_id, const StatusTransition& t) {
-  auto data = status_changed_data(store_, tenant_id, image_id, t);
+  auto data = status_changed_data(store_, tenant_id, image_id, t, options_.status);
   if (!data) {
     if (data.error().code != ErrorCode::kNotFound)  // a deleted image has no status to push
       log_warn("push.status_failed", {{"imageId", image_id}, {"error", data.error().to_string()}});

@@ -28,6 +28,7 @@
 
 #include "api/push_hub.h"
 #include "bus/event_bus.h"
+#include "pipeline/status.h"
 #include "common/metrics.h"
 #include "store/metadata_store.h"
 
@@ -55,7 +56,7 @@ struct StatusTransition {
 // The StatusChanged data of an image: its status (as GET .../status) with the transition's fields.
 // NotFound when the tenant has no such image.
 Result<std::string> status_changed_data(MetadataStore& store, const std::string& tenant_id, const std::string& image_id,
-                                        const StatusTransition& transition);
+                                        const StatusTransition& transition, const StatusOptions& options = {});
 
 struct PushFeedOptions {
   size_t remembered_events = 65536;  // eventIds kept to drop redeliveries
@@ -65,6 +66,7 @@ struct PushFeedOptions {
   // When set, deeplens_push_lag_seconds observes each completion's lag: the push's publication
   // minus the completion's commit (searchableAfter).
   const Clock* clock = nullptr;
+  StatusOptions status;  // lane weights for the estimates in StatusChanged
 };
 
 class PushFeed {

@@ -64,6 +64,7 @@ int serve(GlobalFlags& flags, Role role, const std::string& stage_list) {
   api::PushHub hub(push_options((*rt)->config), node.context().clock);
   api::PushFeedOptions feed_options;
   feed_options.clock = &node.context().clock;
+  feed_options.status = StatusOptions{node.context().options.lane_weights, &node.context().clock};
   api::PushFeed feed(node.bus(), node.store(), hub, node.metrics(), feed_options);
   if (auto st = feed.start(); !st) {
     std::cerr << "error: cannot start the real-time feed: " << st.error().message << "\n";

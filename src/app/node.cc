@@ -111,19 +111,34 @@ Node::~Node() {
 
 void Node::register_gauges() {
   metrics_.describe("deeplens_queue_depth", "gauge", "events not yet consumed, per stage (consumer group)");
+  metrics_.describe("deeplens_lane_depth", "gauge", "events not yet consumed, per stage and priority lane");
   metrics_.describe("deeplens_index_vectors", "gauge", "vectors per collection");
   metrics_.describe("deeplens_images", "gauge", "images by status");
   metrics_.add_collector([this](Metrics& m) {
     const std::pair<const char*, std::vector<std::string>> stages[] = {
-        {groups::kOrchestrator, {std::string(topics::kImagesUploaded)}},
-        {groups::kThumbnailer, {std::string(topics::kImagesUploaded)}},
-        {groups::kExtractor, {std::string(topics::kFeaturesExtraction)}},
+        {groups::kOrchestrator, lane_topics(topics::kImagesUploaded)},
+        {groups::kThumbnailer, lane_topics(topics::kImagesUploaded)},
+        {groups::kExtractor, lane_topics(topics::kFeaturesExtraction)},
         {groups::kIndexer, {std::string(topics::kVectorsIndexing)}},
         {groups::kNotifier, {std::string(topics::kProcessingCompleted), std::string(topics::kProcessingFailed)}},
         {groups::kRetry, {std::string(topics::kProcessingFailed)}},
     };
-    for (const auto& [group, topic_list] : stages)
-      if (auto lag = bus_ ? bus_->lag(group, topic_list) : Result<int64_t>(Error(ErrorCode::kUnavailable, "no bus"))) m.set("deeplens_queue_depth", {{"group", group}}, static_cast<double>(*lag));
+    for (const auto& [group, topic_list] : stages) {
+      if (!bus_) break;
+      int64_t total = 0;
+      bool known = true;
+      for (const auto& topic : topic_list) {
+        auto lag = bus_->lag(group, {topic});
+        if (!lag || *lag < 0) {
+          known = false;
+          continue;
+        }
+        total += *lag;
+        if (topic_list.size() == 3)  // a stage with priority lanes
+          m.set("deeplens_lane_depth", {{"group", group}, {"lane", priority_name(lane_of(topic))}}, static_cast<double>(*lag));
+      }
+      if (known) m.set("deeplens_queue_depth", {{"group", group}}, static_cast<double>(total));
+    }
     if (vectors_)
       for (const auto& c : vectors_->stats())
         m.set("deeplens_index_vectors", {{"collection", c.name}}, static_cast<double>(c.count));

@@ -1,5 +1,6 @@
 #include "app/runtime.h"
 
+#include <charconv>
 #include <iostream>
 
 #include "app/models.h"
@@ -176,6 +177,22 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   o.run.extract_members = static_cast<int>(c.integer("pipeline.extract_workers"));
   o.run.index_members = static_cast<int>(c.integer("pipeline.index_workers"));
   o.run.extract_batch = static_cast<size_t>(c.integer("pipeline.extract_batch"));
+  {
+    const auto weights = c.list("pipeline.priority_weights");
+    auto bad = [&](const std::string& why) {
+      return Error(ErrorCode::kInvalidArgument, "config key 'pipeline.priority_weights' (" +
+                                                    c.origin("pipeline.priority_weights") + "): " + why)
+          .with("key", "pipeline.priority_weights");
+    };
+    if (weights.size() != 3) return bad("expected three weights, high,normal,low (e.g. 6,3,1)");
+    for (size_t i = 0; i < 3; ++i) {
+      int w = 0;
+      const auto [end, ec] = std::from_chars(weights[i].data(), weights[i].data() + weights[i].size(), w);
+      if (ec != std::errc() || end != weights[i].data() + weights[i].size() || w < 1 || w > 1000)
+        return bad("each weight must be a whole number from 1 to 1000, got '" + weights[i] + "'");
+      o.pipeline.lane_weights[i] = w;
+    }
+  }
   ModelLookup lookup = [](const std::string&) -> Extractor* { return nullptr; };
   auto kafka = kafka_options(c);
   if (!kafka) return std::move(kafka).error();

@@ -56,6 +56,7 @@ const std::array kKeys = {
     ConfigKeySpec{"pipeline.extract_workers", kInt, "1", "extraction consumer threads"},
     ConfigKeySpec{"pipeline.extract_batch", kInt, "8", "images per batched model forward"},
     ConfigKeySpec{"pipeline.index_workers", kInt, "1", "indexing consumer threads"},
+    ConfigKeySpec{"pipeline.priority_weights", kList, "6,3,1", "shares of the high, normal and low lanes in orchestration and extraction (each >= 1): low gets at least 1/10 at 6,3,1"},
     ConfigKeySpec{"limits.max_images", kInt, "0", "default per-tenant limit of images stored (0 = unlimited; `tenants update --max-images`)"},
     ConfigKeySpec{"limits.max_bytes", kInt, "0", "default per-tenant limit of original-image bytes stored (0 = unlimited)"},
     ConfigKeySpec{"limits.upload_rate", kDouble, "0", "default per-tenant uploads per second (token bucket; 0 = unlimited)"},

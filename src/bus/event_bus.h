@@ -62,6 +62,11 @@ class Consumer {
   // Delivers msg (and what follows it in its partition) again on the next poll: for a handler
   // that could not finish a batch and will retry.
   virtual void rewind(const BusMessage& msg) = 0;
+  // Stops (paused = true) or restarts fetching this member's partitions of `topic`, for flow
+  // control: the member keeps its partitions and must keep calling poll(), which returns nothing
+  // of a paused topic; a resumed topic goes on after the last message poll() returned (or from a
+  // rewind). Messages already returned are unaffected.
+  virtual void pause(const std::string& topic, bool paused) = 0;
   // Makes a blocked or the next poll() return promptly (used by stop()).
   virtual void wake() = 0;
   // Leaves the group; uncommitted messages will be delivered again.

@@ -28,15 +28,6 @@ double float_as_short_double(float f) {
   return std::strtod(buf, nullptr);
 }
 
-const char* priority_name(Priority p) {
-  switch (p) {
-    case Priority::kHigh: return "high";
-    case Priority::kNormal: return "normal";
-    case Priority::kLow: return "low";
-  }
-  return "normal";
-}
-
 ordered_json envelope_json(const EventEnvelope& e, std::string_view type) {
   ordered_json j;
   j["eventId"] = e.event_id;
@@ -100,6 +91,7 @@ ordered_json to_json(const FeatureExtractionRequestedEvent& e) {
   data["modelName"] = d.model_name;
   put_opt(data, "modelVersion", d.model_version);
   put_opt(data, "expectedDimension", d.expected_dimension);
+  if (d.priority) data["priority"] = priority_name(*d.priority);
   if (d.extraction_options) {
     ordered_json eo = ordered_json::object();
     put_opt(eo, "normalize", d.extraction_options->normalize);
@@ -483,10 +475,8 @@ void read_image_uploaded(const Reader& r, ImageUploadedEvent& e) {
     }
   }
   if (auto p = po.opt_str("priority")) {
-    if (*p == "high") e.processing_options.priority = Priority::kHigh;
-    else if (*p == "normal") e.processing_options.priority = Priority::kNormal;
-    else if (*p == "low") e.processing_options.priority = Priority::kLow;
-    else po.fail(po.field("priority"), "expected high, normal or low, got '" + *p + "'");
+    e.processing_options.priority = parse_priority(*p);
+    if (!e.processing_options.priority) po.fail(po.field("priority"), "expected high, normal or low, got '" + *p + "'");
   }
   e.processing_options.skip_duplicate_check = po.opt_boolean("skipDuplicateCheck");
   e.processing_options.generate_thumbnail = po.opt_boolean("generateThumbnail");
@@ -500,6 +490,10 @@ void read_feature_extraction(const Reader& r, FeatureExtractionRequestedEvent& e
   e.data.model_name = d.str("modelName");
   e.data.model_version = d.opt_str("modelVersion");
   if (auto dim = d.opt_integer("expectedDimension", 1, kIntMax)) e.data.expected_dimension = static_cast<int>(*dim);
+  if (auto p = d.opt_str("priority")) {
+    e.data.priority = parse_priority(*p);
+    if (!e.data.priority) d.fail(d.field("priority"), "expected high, normal or low, got '" + *p + "'");
+  }
   if (auto eo = d.opt_object("extractionOptions")) {
     ExtractionOptions o;
     o.normalize = eo->opt_boolean("normalize");

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "events/priority.h"
 
 namespace deeplens {
 
@@ -30,8 +31,6 @@ struct RetryPolicy {
   int current_attempt = 1;
   bool operator==(const RetryPolicy&) const = default;
 };
-
-enum class Priority { kHigh, kNormal, kLow };
 
 struct ProcessingOptions {
   std::vector<std::string> models;
@@ -90,6 +89,8 @@ struct FeatureExtractionRequestedEvent {
     std::optional<std::string> model_version;
     std::optional<int> expected_dimension;
     std::optional<ExtractionOptions> extraction_options;
+    // The lane (events/priority.h); absent in events from before lanes, which are normal.
+    std::optional<Priority> priority;
     bool operator==(const Data&) const = default;
   } data;
   RetryPolicy retry_policy;

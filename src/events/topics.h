@@ -1,4 +1,5 @@
-// The five topics of the pipeline (spec, "Topic Structure") and the event types they carry.
+// The five topics of the pipeline (spec, "Topic Structure"), their priority lanes, and the event
+// types they carry.
 // The one place these names are spelled.
 #pragma once
 
@@ -13,8 +14,18 @@ inline constexpr std::string_view kVectorsIndexing = "deeplens.vectors.indexing"
 inline constexpr std::string_view kProcessingCompleted = "deeplens.processing.completed";
 inline constexpr std::string_view kProcessingFailed = "deeplens.processing.failed";
 
-inline constexpr std::array<std::string_view, 5> kAll = {
-    kImagesUploaded, kFeaturesExtraction, kVectorsIndexing, kProcessingCompleted, kProcessingFailed};
+// The lanes of the two stages where images wait (events/priority.h): the spec's name is the
+// normal lane.
+inline constexpr std::string_view kImagesUploadedHigh = "deeplens.images.uploaded.high";
+inline constexpr std::string_view kImagesUploadedLow = "deeplens.images.uploaded.low";
+inline constexpr std::string_view kFeaturesExtractionHigh = "deeplens.features.extraction.high";
+inline constexpr std::string_view kFeaturesExtractionLow = "deeplens.features.extraction.low";
+
+// Every topic, in pipeline order (a lane beside its spec topic).
+inline constexpr std::array<std::string_view, 9> kAll = {
+    kImagesUploadedHigh,     kImagesUploaded,       kImagesUploadedLow,
+    kFeaturesExtractionHigh, kFeaturesExtraction,   kFeaturesExtractionLow,
+    kVectorsIndexing,        kProcessingCompleted,  kProcessingFailed};
 
 }  // namespace deeplens::topics
 

@@ -3,6 +3,7 @@
 // the stages.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <string>
@@ -25,6 +26,9 @@ struct PipelineOptions {
   int thumbnail_edge = 256;          // thumbnails' long edge in pixels
   ImageLimits limits;                // decoding limits (same as upload)
   std::chrono::hours processed_ttl{24 * 7};  // how long redelivery markers are kept
+  // pipeline.priority_weights: shares of the high, normal and low lanes where images wait
+  // (orchestration and extraction); each >= 1.
+  std::array<int, 3> lane_weights{6, 3, 1};
 };
 
 // Looks up a model by name; nullptr when unknown.

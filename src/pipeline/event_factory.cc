@@ -6,10 +6,10 @@
 namespace deeplens {
 namespace {
 
-OutboxMessage make(std::string_view topic, std::string_view type, const EventEnvelope& env,
+OutboxMessage make(std::string topic, std::string_view type, const EventEnvelope& env,
                    const std::string& image_id, std::string payload) {
   OutboxMessage m;
-  m.topic = std::string(topic);
+  m.topic = std::move(topic);
   m.key = image_id;
   m.payload = std::move(payload);
   m.headers = {{"eventType", std::string(type)},
@@ -21,20 +21,23 @@ OutboxMessage make(std::string_view topic, std::string_view type, const EventEnv
 
 }  // namespace
 
+// Both events travel in the lane of their priority (events/priority.h).
 OutboxMessage to_outbox(const ImageUploadedEvent& e) {
-  return make(topics::kImagesUploaded, event_types::kImageUploaded, e.envelope, e.data.image_id, encode(e));
+  return make(lane_topic(topics::kImagesUploaded, e.processing_options.priority.value_or(Priority::kNormal)),
+              event_types::kImageUploaded, e.envelope, e.data.image_id, encode(e));
 }
 OutboxMessage to_outbox(const FeatureExtractionRequestedEvent& e) {
-  return make(topics::kFeaturesExtraction, event_types::kFeatureExtractionRequested, e.envelope, e.data.image_id, encode(e));
+  return make(lane_topic(topics::kFeaturesExtraction, e.data.priority.value_or(Priority::kNormal)),
+              event_types::kFeatureExtractionRequested, e.envelope, e.data.image_id, encode(e));
 }
 OutboxMessage to_outbox(const VectorIndexingRequestedEvent& e) {
-  return make(topics::kVectorsIndexing, event_types::kVectorIndexingRequested, e.envelope, e.data.image_id, encode(e));
+  return make(std::string(topics::kVectorsIndexing), event_types::kVectorIndexingRequested, e.envelope, e.data.image_id, encode(e));
 }
 OutboxMessage to_outbox(const ProcessingCompletedEvent& e) {
-  return make(topics::kProcessingCompleted, event_types::kProcessingCompleted, e.envelope, e.data.image_id, encode(e));
+  return make(std::string(topics::kProcessingCompleted), event_types::kProcessingCompleted, e.envelope, e.data.image_id, encode(e));
 }
 OutboxMessage to_outbox(const ProcessingFailedEvent& e) {
-  return make(topics::kProcessingFailed, event_types::kProcessingFailed, e.envelope, e.data.image_id, encode(e));
+  return make(std::string(topics::kProcessingFailed), event_types::kProcessingFailed, e.envelope, e.data.image_id, encode(e));
 }
 OutboxMessage to_outbox(const AnyEvent& e) {
   return std::visit([](const auto& ev) { return to_outbox(ev); }, e);

@@ -22,18 +22,6 @@ std::string sanitize_file_name(std::string_view name) {
   return out;
 }
 
-namespace {
-
-const char* priority_name(Priority p) {
-  switch (p) {
-    case Priority::kHigh: return "high";
-    case Priority::kLow: return "low";
-    default: return "normal";
-  }
-}
-
-}  // namespace
-
 Result<CreateImageOutcome> accept_upload(PipelineContext& ctx, UploadRequest request) {
   const Timestamp now = ctx.clock.now();
   ImageRecord image;

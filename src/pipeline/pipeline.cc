@@ -42,14 +42,23 @@ Pipeline::Pipeline(EventBus& bus, PipelineContext& ctx, PipelineRunOptions optio
 
 Pipeline::~Pipeline() { stop(); }
 
+std::vector<LaneSpec> Pipeline::lanes(std::string_view base) const {
+  std::vector<LaneSpec> out;
+  for (size_t i = 0; i < kPriorities.size(); ++i)
+    out.push_back(LaneSpec{priority_name(kPriorities[i]), lane_topic(base, kPriorities[i]), ctx_.options.lane_weights[i]});
+  return out;
+}
+
 Status Pipeline::start() {
   auto add = [&](bool enabled, const char* stage, StageHandler& handler, const char* group,
-                 std::vector<std::string> topics, int members, size_t batch) -> Status {
+                 std::vector<std::string> topics, int members, size_t batch,
+                 std::vector<LaneSpec> lanes = {}) -> Status {
     if (!enabled) return {};
     StageRunnerOptions o;
     o.stage = stage;
     o.consumer.group = group;
     o.consumer.topics = std::move(topics);
+    o.lanes = std::move(lanes);
     o.consumer.max_batch = batch;
     o.members = members;
     o.poll_timeout = options_.poll_timeout;
@@ -65,12 +74,12 @@ Status Pipeline::start() {
   if (st) st = add(s.retry, "retry", *retry_, groups::kRetry, {std::string(topics::kProcessingFailed)}, 1, 32);
   if (st) st = add(s.index, "index", *index_, groups::kIndexer, {std::string(topics::kVectorsIndexing)},
                    options_.index_members, 32);
-  if (st) st = add(s.extract, "extract", *extract_, groups::kExtractor, {std::string(topics::kFeaturesExtraction)},
-                   options_.extract_members, options_.extract_batch);
-  if (st) st = add(s.thumbnail, "thumbnail", *thumbnail_, groups::kThumbnailer, {std::string(topics::kImagesUploaded)},
-                   1, 8);
-  if (st) st = add(s.orchestrate, "orchestrate", *orchestrator_, groups::kOrchestrator,
-                   {std::string(topics::kImagesUploaded)}, 1, 32);
+  if (st) st = add(s.extract, "extract", *extract_, groups::kExtractor, {}, options_.extract_members,
+                   options_.extract_batch, lanes(topics::kFeaturesExtraction));
+  if (st) st = add(s.thumbnail, "thumbnail", *thumbnail_, groups::kThumbnailer, {}, 1, 8,
+                   lanes(topics::kImagesUploaded));
+  if (st) st = add(s.orchestrate, "orchestrate", *orchestrator_, groups::kOrchestrator, {}, 1, 32,
+                   lanes(topics::kImagesUploaded));
   if (!st) {
     stop();
     return st;

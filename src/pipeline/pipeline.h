@@ -42,6 +42,9 @@ class Pipeline {
   NotifyStage& notifier() { return *notify_; }
 
  private:
+  // The lanes of a topic where images wait, highest first, weighted by pipeline.priority_weights.
+  std::vector<LaneSpec> lanes(std::string_view base) const;
+
   EventBus& bus_;
   PipelineContext& ctx_;
   PipelineRunOptions options_;

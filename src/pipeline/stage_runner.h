@@ -2,6 +2,10 @@
 // polls a bounded batch, hands it to the handler, commits what the handler finished, and rewinds
 // what it did not (delivered again after a back-off). Nothing is committed before its effect.
 //
+// A stage with `lanes` (one topic per priority) subscribes to all of them and fills each batch
+// from bounded per-lane queues by weight (pipeline/lane_scheduler.h); a full lane's topic is
+// paused while the thread keeps polling the others.
+//
 // stop() asks the threads to finish the batch in hand, wakes blocked polls, joins the threads and
 // leaves the group; uncommitted messages are redelivered to whoever consumes next.
 #pragma once
@@ -16,6 +20,7 @@
 
 #include "bus/event_bus.h"
 #include "common/metrics.h"
+#include "pipeline/lane_scheduler.h"
 
 namespace deeplens {
 
@@ -34,6 +39,9 @@ struct StageRunnerOptions {
   int members = 1;              // consumer threads
   std::chrono::milliseconds poll_timeout{1000};
   std::chrono::milliseconds retry_backoff{500};  // after an infrastructure failure
+  // Lanes by priority, highest first; when set they are the consumer's topics. Empty: one FIFO
+  // over consumer.topics.
+  std::vector<LaneSpec> lanes;
 };
 
 class StageRunner {
@@ -46,6 +54,9 @@ class StageRunner {
 
  private:
   void run(Consumer& consumer);
+  // Handles one batch: commits what the handler finished, rewinds the rest (and forgets what the
+  // lanes hold of the rewound partitions).
+  void process(Consumer& consumer, const std::vector<BusMessage>& batch, LaneScheduler& lanes);
 
   EventBus& bus_;
   StageHandler& handler_;

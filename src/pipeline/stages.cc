@@ -149,7 +149,7 @@ Status Orchestrator::handle_one(const BusMessage& msg) {
       RetryPolicy once{1, 0, 1};
       auto failure = make_failure(ctx_, ev.envelope, image_id, "orchestration", unknown_model,
                                   {"UNKNOWN_MODEL", "model '" + unknown_model + "' is not configured", false},
-                                  once, topics::kImagesUploaded, msg.payload);
+                                  once, msg.topic, msg.payload);
       log_failure(failure);
       return enqueue_failure(tx, failure);
     }
@@ -183,6 +183,7 @@ Status Orchestrator::handle_one(const BusMessage& msg) {
       req.data.model_name = model;
       req.data.model_version = extractor->info().version;
       req.data.expected_dimension = extractor->info().dimension;
+      req.data.priority = ev.processing_options.priority.value_or(Priority::kNormal);
       req.data.extraction_options = ExtractionOptions{extractor->info().normalize, true, ctx_.options.extraction_timeout_s};
       req.retry_policy = ctx_.options.retry;
       req.retry_policy.current_attempt = 1;
@@ -396,7 +397,7 @@ size_t ExtractStage::handle(std::span<const BusMessage> batch) {
       const std::string correlation = ev.envelope.correlation_id.value_or(ev.envelope.event_id);
       if (it.failure) {
         auto failure = make_failure(ctx_, ev.envelope, ev.data.image_id, "feature_extraction", ev.data.model_name,
-                                    *it.failure, ev.retry_policy, topics::kFeaturesExtraction, it.msg->payload);
+                                    *it.failure, ev.retry_policy, it.msg->topic, it.msg->payload);
         step.status = is_final_failure(failure) ? StepStatus::kFailed : StepStatus::kPending;
         step.last_error = it.failure->code + ": " + it.failure->message;
         if (auto s = tx.upsert_step(step); !s) return s;

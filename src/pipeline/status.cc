@@ -3,9 +3,49 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "pipeline/eta.h"
+
 namespace deeplens {
 
-Result<ImageStatusView> load_status(MetadataStore& store, const std::string& tenant_id, const std::string& image_id) {
+Priority image_priority(const ImageRecord& image) {
+  const auto po = nlohmann::json::parse(image.processing_options_json, nullptr, false);
+  if (po.is_object() && po.contains("priority") && po["priority"].is_string())
+    return parse_priority(po["priority"].get<std::string>()).value_or(Priority::kNormal);
+  return Priority::kNormal;
+}
+
+Result<int64_t> estimate_remaining_ms(MetadataStore& store, const ImageRecord& image,
+                                      const std::vector<StepRecord>& steps, const StatusOptions& options) {
+  auto mean = [&](const std::string& step, double fallback) {
+    auto d = store.recent_step_duration_ms(step, 50);
+    return d && *d ? **d : fallback;
+  };
+  const double fx = mean("feature_extraction", 100.0), vx = mean("vector_indexing", 10.0);
+  const bool extracted = !steps.empty() && std::all_of(steps.begin(), steps.end(), [](const StepRecord& s) {
+    return s.step != "feature_extraction" || s.status == StepStatus::kCompleted || s.status == StepStatus::kFailed;
+  });
+  if (!extracted) {
+    EtaInputs in;
+    in.now = options.clock ? options.clock->now() : SystemClock().now();
+    auto backlog = store.extraction_backlog(image, in.now - std::chrono::minutes(1));
+    if (!backlog) return std::move(backlog).error();
+    in.backlog = std::move(backlog).value();
+    in.lane = image_priority(image);
+    in.weights = options.lane_weights;
+    in.extraction_ms = fx;
+    in.indexing_ms = vx;
+    in.models = static_cast<int>(std::max<size_t>(image.models.size(), 1));
+    return estimate_waiting_ms(in);
+  }
+  double remaining = 0;
+  for (const auto& s : steps)
+    if (s.status != StepStatus::kCompleted && s.status != StepStatus::kFailed)
+      remaining += s.step == "feature_extraction" ? fx : vx;
+  return static_cast<int64_t>(remaining);
+}
+
+Result<ImageStatusView> load_status(MetadataStore& store, const std::string& tenant_id, const std::string& image_id,
+                                    const StatusOptions& options) {
   auto image = store.get_image(tenant_id, image_id);
   if (!image) return std::move(image).error();
   auto steps = store.get_steps(image_id);
@@ -13,27 +53,16 @@ Result<ImageStatusView> load_status(MetadataStore& store, const std::string& ten
   ImageStatusView v;
   v.image = std::move(image).value();
   v.steps = std::move(steps).value();
+  v.priority = image_priority(v.image);
   v.last_updated = v.image.updated_at;
   for (const auto& s : v.steps) {
     if (s.completed_at) v.last_updated = std::max(v.last_updated, *s.completed_at);
     if (s.started_at) v.last_updated = std::max(v.last_updated, *s.started_at);
   }
   if (v.image.status == ImageStatus::kUploaded || v.image.status == ImageStatus::kProcessing) {
-    // Remaining steps times the recent mean duration of each kind (100 ms when nothing is known).
-    int64_t remaining = 0;
-    auto mean = [&](const std::string& step) -> double {
-      auto d = store.recent_step_duration_ms(step, 50);
-      return d && *d ? **d : 100.0;
-    };
-    const double fx = mean("feature_extraction"), vx = mean("vector_indexing");
-    if (v.steps.empty()) {
-      remaining = static_cast<int64_t>(static_cast<double>(std::max<size_t>(1, v.image.models.size())) * (fx + vx));
-    } else {
-      for (const auto& s : v.steps)
-        if (s.status != StepStatus::kCompleted && s.status != StepStatus::kFailed)
-          remaining += static_cast<int64_t>(s.step == "feature_extraction" ? fx : vx);
-    }
-    v.estimated_time_remaining_ms = remaining;
+    auto remaining = estimate_remaining_ms(store, v.image, v.steps, options);
+    if (!remaining) return std::move(remaining).error();
+    v.estimated_time_remaining_ms = *remaining;
   }
   return v;
 }
@@ -44,6 +73,7 @@ nlohmann::ordered_json status_object(const ImageStatusView& v) {
   nlohmann::ordered_json j;
   j["imageId"] = v.image.image_id;
   j["status"] = image_status_name(v.image.status);
+  j["priority"] = priority_name(v.priority);
   nlohmann::ordered_json steps = nlohmann::ordered_json::array();
   for (const auto& s : v.steps) {
     nlohmann::ordered_json step;

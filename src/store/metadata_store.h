@@ -8,6 +8,7 @@
 // Thread-safety: all methods may be called from any thread; transactions are serialisable.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -117,6 +118,15 @@ struct ImageRecord {
   Timestamp created_at;
   Timestamp updated_at;
   std::optional<Timestamp> searchable_after;
+};
+
+// Images in the pipeline (status uploaded or processing), by lane in kPriorities order; and the
+// indexing steps (the last step of each model) completed recently: the observed rate.
+struct ExtractionBacklog {
+  std::array<int64_t, 3> waiting{};  // per lane
+  std::array<int64_t, 3> ahead{};    // per lane, created before the image asked about
+  int64_t recent_completions = 0;    // completed at or after `since`
+  std::optional<Timestamp> first_completion;  // the oldest of those
 };
 
 enum class StepStatus { kPending, kRunning, kCompleted, kFailed };
@@ -261,6 +271,9 @@ class MetadataStore {
   virtual Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() = 0;
   // Mean duration of the last `window` completed steps of this kind (ms), for time estimates.
   virtual Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) = 0;
+  // The pipeline's queue around `image`, across tenants (the lanes are shared), for the time
+  // estimates (pipeline/eta.h).
+  virtual Result<ExtractionBacklog> extraction_backlog(const ImageRecord& image, Timestamp since) = 0;
 
   // --- outbox (relay)
   // Up to limit unsent rows in outbox order, claimed by relay_id until now + lease: rows nobody

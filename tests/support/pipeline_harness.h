@@ -41,7 +41,8 @@ inline bool wait_until(const std::function<bool()>& cond, std::chrono::milliseco
 // Uploads `bytes` as an image of tenant through accept_upload (the API's path).
 inline Result<CreateImageOutcome> upload_bytes(PipelineContext& ctx, const std::string& tenant,
                                                const std::string& bytes, std::vector<std::string> models,
-                                               bool skip_duplicate_check = true) {
+                                               bool skip_duplicate_check = true,
+                                               Priority priority = Priority::kNormal) {
   auto writer = ctx.blobs.begin_write();
   if (!writer) return std::move(writer).error();
   if (auto st = (*writer)->write(std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size())); !st)
@@ -52,6 +53,7 @@ inline Result<CreateImageOutcome> upload_bytes(PipelineContext& ctx, const std::
   req.options.models = std::move(models);
   req.options.generate_thumbnail = false;
   req.options.skip_duplicate_check = skip_duplicate_check;
+  req.options.priority = priority;
   req.sha256 = std::to_string(std::hash<std::string>{}(bytes));
   req.info.format = "JPEG";
   req.info.content_type = "image/jpeg";

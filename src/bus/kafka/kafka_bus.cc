@@ -215,6 +215,10 @@ class KafkaConsumer final : public Consumer {
   Status commit(const BusMessage& msg) override {
     if (options_.broadcast) return {};
     if (closed_) return Error(ErrorCode::kFailedPrecondition, "consumer is closed").with("group", options_.group);
+    // Revoked since it was polled (a stage may hold it in a lane queue): its new owner starts at
+    // the group's last commit and handles it again (at-least-once); committing here could move
+    // the group's offset back.
+    if (!assigned_.count({msg.topic, msg.partition})) return {};
     rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(list, msg.topic.c_str(), msg.partition)->offset = msg.offset + 1;
     const rd_kafka_resp_err_t err = rd_kafka_commit(rk_, list, 0 /* synchronous */);
@@ -233,6 +237,15 @@ class KafkaConsumer final : public Consumer {
     auto it = pending_rewinds_.find(tp);
     if (it == pending_rewinds_.end() || it->second > msg.offset) pending_rewinds_[tp] = msg.offset;
     seek_pending();
+  }
+
+  void pause(const std::string& topic, bool paused) override {
+    if (closed_) return;
+    if (paused ? !paused_.insert(topic).second : paused_.erase(topic) == 0) return;
+    std::vector<std::pair<std::string, int>> parts;
+    for (const auto& tp : assigned_)
+      if (tp.first == topic) parts.push_back(tp);
+    set_paused(parts, paused);
   }
 
   void wake() override {
@@ -273,6 +286,18 @@ class KafkaConsumer final : public Consumer {
     }
   }
 
+  // Pausing purges what librdkafka prefetched of these partitions; resuming fetches again from
+  // the position after the last message poll() returned (or a seek's).
+  void set_paused(const std::vector<std::pair<std::string, int>>& parts, bool paused) {
+    if (parts.empty()) return;
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(static_cast<int>(parts.size()));
+    for (const auto& [topic, partition] : parts) rd_kafka_topic_partition_list_add(list, topic.c_str(), partition);
+    const rd_kafka_resp_err_t err = paused ? rd_kafka_pause_partitions(rk_, list) : rd_kafka_resume_partitions(rk_, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    if (err)
+      log_warn("kafka.pause_failed", {{"group", options_.group}, {"paused", paused}, {"error", rd_kafka_err2str(err)}});
+  }
+
   static BusMessage to_bus_message(const rd_kafka_message_t* m) {
     BusMessage b;
     b.topic = rd_kafka_topic_name(m->rkt);
@@ -310,7 +335,16 @@ class KafkaConsumer final : public Consumer {
       } else {
         rd_kafka_assign(rk, parts);
       }
-      for (int i = 0; i < parts->cnt; ++i) assigned_.emplace(parts->elems[i].topic, parts->elems[i].partition);
+      // A partition keeps librdkafka's paused flag across a revoke and a re-assign: set each new
+      // one to what its topic is now.
+      std::vector<std::pair<std::string, int>> to_pause, to_resume;
+      for (int i = 0; i < parts->cnt; ++i) {
+        std::pair<std::string, int> tp{parts->elems[i].topic, parts->elems[i].partition};
+        (paused_.count(tp.first) ? to_pause : to_resume).push_back(tp);
+        assigned_.insert(std::move(tp));
+      }
+      set_paused(to_pause, true);
+      set_paused(to_resume, false);
       log_info("kafka.partitions_assigned", {{"group", options_.group}, {"count", parts->cnt}});
       return;
     }
@@ -341,6 +375,7 @@ class KafkaConsumer final : public Consumer {
   rd_kafka_t* rk_ = nullptr;
   rd_kafka_queue_t* queue_ = nullptr;
   std::set<std::pair<std::string, int>> assigned_;  // touched only on the consumer's thread
+  std::set<std::string> paused_;                    // topics paused by pause(); consumer thread only
   std::map<std::pair<std::string, int>, int64_t> pending_rewinds_;  // partition -> offset to seek to
   bool revoked_in_poll_ = false;
   std::atomic<bool> woken_{false};

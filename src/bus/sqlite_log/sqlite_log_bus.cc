@@ -108,6 +108,11 @@ class SqliteLogConsumer final : public Consumer {
     if (it != positions_.end() && it->second > msg.offset) it->second = msg.offset;
   }
 
+  void pause(const std::string& topic, bool paused) override {
+    if (paused) paused_.insert(topic);
+    else paused_.erase(topic);
+  }
+
   void wake() override {
     woken_ = true;
     bus_.notify_all();
@@ -193,6 +198,8 @@ class SqliteLogConsumer final : public Consumer {
       // Forget positions of partitions no longer ours; new ones start at the committed offset.
       for (auto it = positions_.begin(); it != positions_.end();)
         it = assigned.count(it->first) ? std::next(it) : positions_.erase(it);
+      // Paused topics stay ours (positions kept) but are not read.
+      std::erase_if(assigned, [&](const auto& tp) { return paused_.count(tp.first) > 0; });
       return read_partitions(c, assigned, out);
     });
     if (!st) return std::move(st).error();
@@ -233,16 +240,24 @@ class SqliteLogConsumer final : public Consumer {
       // Rotate the starting partition so no partition starves.
       std::vector<std::pair<std::string, int>> order(assigned.begin(), assigned.end());
       if (!order.empty()) std::rotate(order.begin(), order.begin() + static_cast<long>(rotation_++ % order.size()), order.end());
+      // The partitions with news share the batch evenly (one that has fewer leaves its share to
+      // the rest), so a topic's partitions advance together: a lane stays close to FIFO.
+      std::vector<std::pair<std::pair<std::string, int>, int64_t>> news;  // partition, from
       for (const auto& tp : order) {
-        if (out.size() >= options_.max_batch) break;
         auto committed = committed_offsets.find(tp);
         const int64_t committed_offset = committed == committed_offsets.end() ? 0 : committed->second;
         auto pos = positions_.find(tp);
         const int64_t from = pos == positions_.end() ? committed_offset : std::max(pos->second, committed_offset);
         auto end = ends.find(tp);
         if (end == ends.end() || end->second <= from) continue;  // nothing new there
+        news.emplace_back(tp, from);
+      }
+      for (size_t k = 0; k < news.size() && out.size() < options_.max_batch; ++k) {
+        const auto& [tp, from] = news[k];
+        const size_t left = options_.max_batch - out.size(), sharing = news.size() - k;
+        const auto limit = static_cast<int64_t>((left + sharing - 1) / sharing);
         (*fetch)->reset();
-        (*fetch)->bind(1, tp.first).bind(2, tp.second).bind(3, from).bind(4, static_cast<int64_t>(options_.max_batch - out.size()));
+        (*fetch)->bind(1, tp.first).bind(2, tp.second).bind(3, from).bind(4, limit);
         while (true) {
           auto r = (*fetch)->step();
           if (!r) return std::move(r).error();
@@ -274,6 +289,7 @@ class SqliteLogConsumer final : public Consumer {
   ConsumerOptions options_;
   std::string member_id_;
   std::map<std::pair<std::string, int>, int64_t> positions_;
+  std::set<std::string> paused_;  // topics not read (flow control); consumer thread only
   std::atomic<bool> woken_{false};
   std::atomic<bool> closed_{false};
   size_t rotation_ = 0;

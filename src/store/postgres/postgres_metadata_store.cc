@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/sha256.h"
+#include "events/priority.h"
 
 namespace deeplens {
 namespace {
@@ -221,6 +222,8 @@ CREATE UNIQUE INDEX webhook_deliveries_event ON webhook_deliveries(endpoint_id, 
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, created_at DESC, id DESC);
 )sql"},
+    // The images still in the pipeline, for the priority lanes' time estimates.
+    {6, "CREATE INDEX images_waiting ON images(created_at) WHERE status IN ('uploaded', 'processing');"},
 };
 
 
@@ -1109,6 +1112,33 @@ Result<std::optional<double>> PostgresMetadataStore::recent_step_duration_ms(con
         step, static_cast<int64_t>(std::max(0, window)));
     out.reset();
     if (!r.empty() && !r[0][0].is_null()) out = r[0][0].as<double>();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<ExtractionBacklog> PostgresMetadataStore::extraction_backlog(const ImageRecord& image, Timestamp since) {
+  ExtractionBacklog out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out = {};
+    auto rows = w.exec_params(
+        "SELECT COALESCE(processing_options::json->>'priority', 'normal'), COUNT(*),"
+        " SUM(CASE WHEN created_at < $1 OR (created_at = $1 AND image_id < $2) THEN 1 ELSE 0 END)"
+        " FROM images WHERE status IN ('uploaded', 'processing') GROUP BY 1",
+        to_ms(image.created_at), image.image_id);
+    for (const auto& row : rows) {
+      const Priority lane = parse_priority(text(row[0])).value_or(Priority::kNormal);
+      out.waiting[static_cast<size_t>(lane)] += int64(row[1]);
+      out.ahead[static_cast<size_t>(lane)] += int64(row[2]);
+    }
+    auto r = w.exec_params("SELECT COUNT(*), MIN(completed_at) FROM steps WHERE step = 'vector_indexing'"
+                           " AND status = 'completed' AND completed_at >= $1",
+                           to_ms(since));
+    if (!r.empty()) {
+      out.recent_completions = int64(r[0][0]);
+      if (!r[0][1].is_null()) out.first_completion = Timestamp(std::chrono::milliseconds(int64(r[0][1])));
+    }
     return {};
   });
   if (!st) return std::move(st).error();

@@ -94,6 +94,7 @@ class PostgresMetadataStore final : public MetadataStore, public WebhookStore {
                       const WebhookEvent* deleted = nullptr) override;
   Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
   Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;
+  Result<ExtractionBacklog> extraction_backlog(const ImageRecord& image, Timestamp since) override;
   Result<std::vector<OutboxRow>> pending_outbox(const std::string& relay_id, int limit,
                                                 std::chrono::milliseconds lease) override;
   Status mark_outbox_sent(const std::vector<int64_t>& seqs) override;

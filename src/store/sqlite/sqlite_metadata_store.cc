@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/sha256.h"
+#include "events/priority.h"
 
 namespace deeplens {
 namespace {
@@ -183,6 +184,8 @@ CREATE UNIQUE INDEX webhook_deliveries_event ON webhook_deliveries(endpoint_id, 
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, created_at DESC, id DESC);
 )sql"},
+      // The images still in the pipeline, for the priority lanes' time estimates.
+      {6, "CREATE INDEX images_waiting ON images(created_at) WHERE status IN ('uploaded', 'processing');"},
   };
   return kMigrations;
 }
@@ -792,6 +795,40 @@ Result<std::optional<double>> SqliteMetadataStore::recent_step_duration_ms(const
     auto row = (*q)->step();
     if (!row) return std::move(row).error();
     if (*row && !(*q)->is_null(0)) out = (*q)->real(0);
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<ExtractionBacklog> SqliteMetadataStore::extraction_backlog(const ImageRecord& image, Timestamp since) {
+  ExtractionBacklog out;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    out = {};
+    auto q = c.prepare(
+        "SELECT COALESCE(json_extract(processing_options, '$.priority'), 'normal'), COUNT(*),"
+        " SUM(CASE WHEN created_at < ?1 OR (created_at = ?1 AND image_id < ?2) THEN 1 ELSE 0 END)"
+        " FROM images WHERE status IN ('uploaded', 'processing') GROUP BY 1");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, to_ms(image.created_at)).bind(2, image.image_id);
+    while (true) {
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) break;
+      const Priority lane = parse_priority((*q)->text(0)).value_or(Priority::kNormal);
+      out.waiting[static_cast<size_t>(lane)] += (*q)->int64(1);
+      out.ahead[static_cast<size_t>(lane)] += (*q)->int64(2);
+    }
+    auto r = c.prepare("SELECT COUNT(*), MIN(completed_at) FROM steps WHERE step = 'vector_indexing'"
+                       " AND status = 'completed' AND completed_at >= ?");
+    if (!r) return std::move(r).error();
+    (*r)->bind(1, to_ms(since));
+    auto row = (*r)->step();
+    if (!row) return std::move(row).error();
+    if (*row) {
+      out.recent_completions = (*r)->int64(0);
+      if (!(*r)->is_null(1)) out.first_completion = Timestamp(std::chrono::milliseconds((*r)->int64(1)));
+    }
     return {};
   });
   if (!st) return std::move(st).error();

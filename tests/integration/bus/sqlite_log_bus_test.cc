@@ -315,3 +315,42 @@ TEST_F(SqliteLogBusTest, BroadcastConsumersEachGetEveryNewMessageAndNoneFromBefo
 
 }  // namespace
 }  // namespace deeplens
+
+namespace deeplens {
+namespace {
+
+// Flow control for the priority lanes: a paused topic delivers nothing while another flows, and
+// resumes right after the last message poll() returned, nothing skipped and nothing twice.
+TEST_F(SqliteLogBusTest, APausedTopicWaitsWhileAnotherFlowsAndResumesWhereItStopped) {
+  ConsumerOptions o;
+  o.group = "g";
+  o.topics = {"t", "u"};
+  o.max_batch = 5;
+  auto c = std::move(bus_->subscribe(o)).value();
+  for (int i = 0; i < 30; ++i) publish("k" + std::to_string(i % 4), std::to_string(i));
+  auto first = c->poll(1s);
+  ASSERT_TRUE(first.ok());
+  ASSERT_EQ(first->size(), 5u);
+  c->pause("t", true);
+  for (int i = 0; i < 7; ++i) ASSERT_TRUE(bus_->publish({"u", "x", "u-" + std::to_string(i), {}}).ok());
+  auto during = drain(*c, 7, 2s);
+  ASSERT_EQ(during.size(), 7u);
+  for (const auto& m : during) EXPECT_EQ(m.topic, "u");
+  auto nothing = c->poll(200ms);
+  ASSERT_TRUE(nothing.ok());
+  EXPECT_TRUE(nothing->empty());
+  c->pause("t", false);
+  auto rest = drain(*c, 25);
+  std::vector<int> seen;
+  for (const auto& m : *first) seen.push_back(std::stoi(m.payload));
+  for (const auto& m : rest) {
+    EXPECT_EQ(m.topic, "t");
+    seen.push_back(std::stoi(m.payload));
+  }
+  std::sort(seen.begin(), seen.end());
+  ASSERT_EQ(seen.size(), 30u);
+  for (int i = 0; i < 30; ++i) EXPECT_EQ(seen[static_cast<size_t>(i)], i);
+}
+
+}  // namespace
+}  // namespace deeplens

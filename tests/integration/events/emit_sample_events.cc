@@ -31,12 +31,13 @@ int main() {
   FeatureExtractionRequestedEvent full_fx;
   full_fx.envelope = child;
   full_fx.data = {image, full_up.data.file_path, "mobilenet_v2", "1.0", 1280,
-                  ExtractionOptions{true, true, 30}};
+                  ExtractionOptions{true, true, 30}, Priority::kHigh};
   full_fx.retry_policy = {3, 1000, 2};
   FeatureExtractionRequestedEvent min_fx = full_fx;
   min_fx.data.model_version.reset();
   min_fx.data.expected_dimension.reset();
   min_fx.data.extraction_options.reset();
+  min_fx.data.priority.reset();
 
   VectorIndexingRequestedEvent full_vx;
   full_vx.envelope = child;

@@ -1610,8 +1610,8 @@ TEST_F(PostgresStoreTest, MigrationsAreRecordedAndReopeningIsANoOp) {
   pqxx::connection c(harness_->url());
   pqxx::nontransaction n(c);
   auto r = n.exec("SELECT component, version FROM schema_migrations ORDER BY version");
-  ASSERT_EQ(r.size(), 5u);
-  for (int i = 0; i < 5; ++i) {
+  ASSERT_EQ(r.size(), 6u);
+  for (int i = 0; i < 6; ++i) {
     EXPECT_EQ(r[i][0].as<std::string>(), "metadata");
     EXPECT_EQ(r[i][1].as<int>(), i + 1);
   }
@@ -1632,7 +1632,8 @@ CREATE TABLE tenants (id TEXT COLLATE "C" PRIMARY KEY, created_at BIGINT NOT NUL
 CREATE TABLE api_keys (key_sha256 TEXT COLLATE "C" PRIMARY KEY,
                        tenant_id TEXT COLLATE "C" NOT NULL REFERENCES tenants(id), created_at BIGINT NOT NULL);
 CREATE TABLE images (image_id TEXT COLLATE "C" PRIMARY KEY, tenant_id TEXT COLLATE "C" NOT NULL,
-                     file_size BIGINT NOT NULL);
+                     file_size BIGINT NOT NULL, status TEXT COLLATE "C" NOT NULL DEFAULT 'completed',
+                     created_at BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, claimed_until BIGINT);
 INSERT INTO tenants VALUES ('acme-corp', 1), ('globex', 2);
 INSERT INTO api_keys VALUES ('0123456789abcdef0123456789abcdef', 'acme-corp', 3);
