@@ -14,7 +14,9 @@ endfunction()
 function(deeplens_test NAME)
   # CONCURRENT: the binary tests threaded code. The ThreadSanitizer build (DEEPLENS_TSAN, the
   # `tsan` preset) builds and registers only these, so scripts/test runs exactly them under TSan.
-  cmake_parse_arguments(ARG "CONCURRENT" "LABEL" "SRCS;DEPS" ${ARGN})
+  # SERIAL: the binary's assertions are about throughput and timing; ctest runs its tests alone,
+  # not beside another test on the same cores.
+  cmake_parse_arguments(ARG "CONCURRENT;SERIAL" "LABEL" "SRCS;DEPS" ${ARGN})
   set(skip_under_tsan OFF)
   if(DEEPLENS_TSAN AND NOT ARG_CONCURRENT)
     set(skip_under_tsan ON)
@@ -30,7 +32,11 @@ function(deeplens_test NAME)
     DEEPLENS_BINARY="$<TARGET_FILE:deeplens>")
   target_link_libraries(${NAME} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   add_dependencies(${NAME} deeplens)
+  set(serial FALSE)
+  if(ARG_SERIAL)
+    set(serial TRUE)
+  endif()
   if(NOT skip_under_tsan)
-    gtest_discover_tests(${NAME} PROPERTIES LABELS ${ARG_LABEL} DISCOVERY_TIMEOUT 60)
+    gtest_discover_tests(${NAME} PROPERTIES LABELS ${ARG_LABEL} RUN_SERIAL ${serial} DISCOVERY_TIMEOUT 60)
   endif()
 endfunction()

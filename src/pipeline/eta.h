@@ -6,7 +6,7 @@
 // its slowest stage's. An image is done when the pipeline has finished what is ahead of it in its
 // lane while the other lanes took their weighted shares:
 //     slots until it is taken (a simulation of the weighted round-robin over the lanes' depths)
-//   / the observed rate (indexing steps completed in the last minute, from the metadata store)
+//   / the observed rate (indexing steps completed in the last 20 s, from the metadata store)
 //   + the recent mean duration of its indexing step.
 // "Ahead" is by upload time; a lane is FIFO per partition, so images near the head of a lane can
 // be taken a little out of order. Arrivals after the estimate (a burst of high uploads in front of

@@ -6,6 +6,12 @@
 #include "pipeline/eta.h"
 
 namespace deeplens {
+namespace {
+// The window of completions the pipeline's rate is measured over: short enough to follow a
+// change of load (the startup's burst of orchestration, a second worker), long enough to hold
+// a few dozen completions at a CPU model's rate.
+constexpr auto kRateWindow = std::chrono::seconds(20);
+}  // namespace
 
 Priority image_priority(const ImageRecord& image) {
   const auto po = nlohmann::json::parse(image.processing_options_json, nullptr, false);
@@ -27,7 +33,7 @@ Result<int64_t> estimate_remaining_ms(MetadataStore& store, const ImageRecord& i
   if (!extracted) {
     EtaInputs in;
     in.now = options.clock ? options.clock->now() : SystemClock().now();
-    auto backlog = store.extraction_backlog(image, in.now - std::chrono::minutes(1));
+    auto backlog = store.extraction_backlog(image, in.now - kRateWindow);
     if (!backlog) return std::move(backlog).error();
     in.backlog = std::move(backlog).value();
     in.lane = image_priority(image);
