@@ -121,8 +121,13 @@ TEST_P(PriorityLanes, LowKeepsAtLeastATenthOfTheThroughputUnderContinuousHighLoa
   ASSERT_GT(high_done + low_done, 30);
   const double low_share = static_cast<double>(low_done) / static_cast<double>(high_done + low_done);
   EXPECT_GE(low_share, 0.10) << low_done << " low and " << high_done << " high completed in the window";
-  // 1/7 expected; on Kafka a resumed lane's refetch can leave a slot to low now and then.
-  EXPECT_LE(low_share, 0.45) << "high should hold most of the slots while low and high are both queued";
+  // 1/7 expected on the embedded log. On Kafka the high images of this load also wait upstream
+  // (orchestration, the relay, each fetch), so extraction's high lane runs dry at times and the
+  // work-conserving scheduler gives those slots to low: low's share there was 0.14–0.71 (issue
+  // #17 note), no bound on it is claimed.
+  if (GetParam() == "embedded") {
+    EXPECT_LE(low_share, 0.45) << "high should hold most of the slots while low and high are both queued";
+  }
 }
 
 // The estimate on the embedded log. On Kafka each partition of a lane drains at its own pace and
