@@ -159,6 +159,15 @@ HttpResponse error_from(const Error& e) {
         res.headers.emplace_back("Retry-After", "5");
         return res;
       }
+      if (const auto service = e.context.find("service"); service != e.context.end() && service->second == "vectors") {
+        log_warn("vectors.unavailable", {{"error", e.to_string()}});
+        HttpResponse res = error_response(503, "UNAVAILABLE",
+                                          std::string("the vector store is unavailable (") + error_code_name(e.code) +
+                                              "); retry later",
+                                          {{"service", "vectors"}});
+        res.headers.emplace_back("Retry-After", "5");
+        return res;
+      }
       return error_response(503, "UNAVAILABLE", e.message, details);
     }
     default: return error_response(500, "INTERNAL", e.message, {});
@@ -668,6 +677,13 @@ HttpResponse ApiService::readyz(HttpRequest&) {
   check("metadata", ctx_.store.ping());
   check("bus", bus_.ping());
   check("blobs", ctx_.blobs.ping());
+  // Unauthenticated: the vector store's address stays in the log.
+  Status vectors = ctx_.vectors.ping();
+  if (!vectors) {
+    log_warn("readyz.vectors", {{"error", vectors.error().to_string()}});
+    vectors = Error(vectors.error().code, std::string("vector store unavailable (") + error_code_name(vectors.error().code) + ")");
+  }
+  check("vectors", vectors);
   ojson j;
   j["status"] = ready ? "ready" : "unavailable";
   j["checks"] = checks;

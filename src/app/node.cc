@@ -15,7 +15,7 @@ class NoVectors final : public VectorStore {
   Result<VectorIndex*> open_collection(const std::string&, size_t) override {
     return Error(ErrorCode::kFailedPrecondition, "this process does not open the vector store");
   }
-  VectorIndex* find_collection(const std::string&) override { return nullptr; }
+  Result<VectorIndex*> lookup_collection(const std::string&) override { return static_cast<VectorIndex*>(nullptr); }
   std::vector<CollectionStats> stats() const override { return {}; }
   Status checkpoint() override { return {}; }
 };
@@ -82,7 +82,13 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
     if (!blobs) return std::move(blobs).error();
     node->blobs_ = std::move(blobs).value();
   }
-  if (options.open_vectors) {
+  if (options.open_vectors && options.qdrant) {
+    node->vectors_ = QdrantVectorStore::open(*options.qdrant);
+    log_info("vectors.qdrant", {{"endpoint", options.qdrant->endpoint},
+                                {"multitenancy", options.qdrant->multitenancy == qdrant::Multitenancy::kPayload ? "payload" : "collection"}});
+    if (auto st = node->vectors_->ping(); !st)
+      log_warn("vectors.unavailable", {{"error", st.error().to_string()}});  // uploads are still accepted
+  } else if (options.open_vectors) {
     const auto t0 = std::chrono::steady_clock::now();
     auto vectors = HnswVectorStore::open((options.data_dir / "vectors").string());
     if (!vectors) return std::move(vectors).error();
@@ -94,7 +100,7 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
   } else {
     node->vectors_ = std::make_unique<NoVectors>();
   }
-  if (options.open_vectors)
+  if (options.open_vectors && !options.qdrant)  // names were injective before Qdrant came
     if (auto moved = migrate_collection_names(*node->store_, *node->vectors_); !moved)
       return std::move(moved).error().with("during", "renaming vector collections (legacy names)");
   node->register_gauges();

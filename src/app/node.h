@@ -28,6 +28,7 @@
 #include "pipeline/sweeper.h"
 #include "store/sqlite/sqlite_metadata_store.h"
 #include "vectors/hnsw/hnsw_store.h"
+#include "vectors/qdrant/qdrant_vector_store.h"
 
 namespace deeplens::app {
 
@@ -44,6 +45,9 @@ struct NodeOptions {
   // Azure Blob Storage instead of data_dir/blobs (config blobs.url); then nothing a worker needs
   // from another process lives on this host's disk.
   std::optional<AzureBlobOptions> azure_blobs;
+  // Qdrant instead of the embedded HNSW index (config vectors.url qdrant+http://...): shared by
+  // every process, so each api serves search and each worker may run the index stage.
+  std::optional<QdrantOptions> qdrant;
   bool run_relay = true;     // publish the outbox (Kafka only); every process with stages does
   bool connect_bus = true;   // false: metadata only (operator commands); events stay in the outbox
   // The HNSW store is single-process (it locks its folder): only the process that runs the index

@@ -90,6 +90,31 @@ bool valid_tenant_slug(const std::string& s) {
   return true;
 }
 
+Result<std::optional<QdrantOptions>> qdrant_options(const Config& c) {
+  const std::string url = c.str("vectors.url");
+  if (url.empty()) return std::optional<QdrantOptions>();
+  auto endpoint = qdrant::endpoint_of(url);
+  if (!endpoint) {
+    Error e = std::move(endpoint).error();
+    e.message = "config key 'vectors.url' (" + c.origin("vectors.url") + "): " + e.message;
+    return e;
+  }
+  auto mode = qdrant::parse_multitenancy(c.str("vectors.qdrant.multitenancy"));
+  if (!mode) return std::move(mode).error();
+  QdrantOptions o;
+  o.endpoint = std::move(endpoint).value();
+  o.multitenancy = *mode;
+  o.api_key = c.str("vectors.qdrant.api_key");
+  if (o.api_key.empty())
+    if (const char* env = std::getenv("QDRANT_API_KEY")) o.api_key = env;
+  o.timeout = std::chrono::milliseconds(std::max<int64_t>(1, c.integer("vectors.qdrant.timeout_ms")));
+  o.max_attempts = static_cast<int>(std::max<int64_t>(1, c.integer("vectors.qdrant.max_attempts")));
+  o.hnsw_m = static_cast<int>(c.integer("vectors.qdrant.hnsw_m"));
+  o.hnsw_ef_construct = static_cast<int>(c.integer("vectors.qdrant.hnsw_ef_construct"));
+  o.hnsw_ef = static_cast<int>(c.integer("vectors.qdrant.hnsw_ef"));
+  return std::optional<QdrantOptions>(std::move(o));
+}
+
 Result<std::optional<AzureBlobOptions>> azure_blob_options(const Config& c) {
   const std::string url = c.str("blobs.url");
   if (url.empty() || url == "local") return std::optional<AzureBlobOptions>();
@@ -200,6 +225,9 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   auto azure = azure_blob_options(c);
   if (!azure) return std::move(azure).error();
   o.azure_blobs = std::move(azure).value();
+  auto qdrant = qdrant_options(c);
+  if (!qdrant) return std::move(qdrant).error();
+  o.qdrant = std::move(qdrant).value();
   o.run.stages = stages;
   const std::string metadata = c.str("metadata.url");
   if (!metadata.empty()) {
@@ -217,7 +245,10 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
     so.spool_dir = std::filesystem::path(c.str("data_dir")) / "spool";
     o.sweeper = so;
   }
-  o.open_vectors = role == Role::kServe || ((role == Role::kApi || role == Role::kWorker) && o.run.stages.index);
+  // The embedded index is one process's (it locks its folder): the one that runs the index stage.
+  // Qdrant is shared: every api serves search, every worker with the index stage writes.
+  o.open_vectors = role == Role::kServe || ((role == Role::kApi || role == Role::kWorker) && o.run.stages.index) ||
+                   (o.qdrant && role == Role::kApi);
   o.connect_bus = role != Role::kOperator;
   if (role != Role::kOperator) {
     if (auto st = init_imaging(); !st) return std::move(st).error();

@@ -186,7 +186,9 @@ Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q)
   }
   const auto t1 = SteadyClock::now();
   // Looked up after the extraction, so a collection created meanwhile is searched.
-  VectorIndex* index = ctx.vectors.find_collection(response.collection);
+  auto found = ctx.vectors.lookup_collection(response.collection);
+  if (!found) return std::move(found).error();
+  VectorIndex* index = *found;
   if (!by_image) {
     auto v = vector_of_image(ctx, q, response.model, index);
     if (!v) return std::move(v).error();

@@ -20,8 +20,7 @@ std::string escape_name_char(char c, bool underscore_ok) {
 
 }  // namespace
 
-Status VectorIndex::upsert_batch(std::span<const VectorUpsert> batch) {
-  // Validate everything first so that a bad element rejects the batch without partial effects.
+Status VectorIndex::validate_batch(std::span<const VectorUpsert> batch) const {
   for (const auto& item : batch) {
     if (item.id.empty()) {
       return Error(ErrorCode::kInvalidArgument, "vector id is empty").with("collection", name());
@@ -41,6 +40,12 @@ Status VectorIndex::upsert_batch(std::span<const VectorUpsert> batch) {
           .with("expected", std::to_string(dimension()));
     }
   }
+  return ok_status();
+}
+
+Status VectorIndex::upsert_batch(std::span<const VectorUpsert> batch) {
+  // Validate everything first so that a bad element rejects the batch without partial effects.
+  if (auto st = validate_batch(batch); !st) return st;
   for (const auto& item : batch) {
     if (Status s = upsert(item.id, item.vector); !s.ok()) return s;
   }

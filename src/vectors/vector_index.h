@@ -49,6 +49,9 @@ class VectorIndex {
   virtual Status remove(std::string_view id) = 0;
   // Every id stored, in no order (a snapshot; for sweeping, not for serving).
   virtual std::vector<std::string> ids() const = 0;
+  // What upsert_batch() checks before applying anything: ids not empty, vectors finite and of the
+  // collection's dimension (kInvalidArgument naming the element).
+  Status validate_batch(std::span<const VectorUpsert> batch) const;
   // The stored (normalised) vector of id, or kNotFound.
   virtual Result<std::vector<float>> get(std::string_view id) const = 0;
   // Up to k hits with score >= min_score, best first.
@@ -68,11 +71,19 @@ class VectorStore {
   // The collection, created with this dimension if it does not exist. An existing collection with
   // another dimension is kFailedPrecondition.
   virtual Result<VectorIndex*> open_collection(const std::string& name, size_t dimension) = 0;
-  // The collection if it exists, else nullptr.
-  virtual VectorIndex* find_collection(const std::string& name) = 0;
+  // The collection if it exists, nullptr if it does not, an error when the store cannot tell (a
+  // remote store that is down: kUnavailable / kTimeout with context service=vectors).
+  virtual Result<VectorIndex*> lookup_collection(const std::string& name) = 0;
+  // lookup_collection() with "cannot tell" as nullptr, for callers that only clean up.
+  VectorIndex* find_collection(const std::string& name) {
+    auto found = lookup_collection(name);
+    return found ? *found : nullptr;
+  }
   virtual std::vector<CollectionStats> stats() const = 0;
   // Flushes snapshots so the next start replays less; called on clean shutdown.
   virtual Status checkpoint() = 0;
+  // Whether the store answers (for /readyz); the embedded store always does.
+  virtual Status ping() { return {}; }
 };
 
 // "tenant_<tenant>_<model>_vectors" with both kept as they are: "acmecorp" + "resnet50" ->

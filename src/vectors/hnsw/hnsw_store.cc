@@ -114,10 +114,10 @@ Result<VectorIndex*> HnswVectorStore::open_collection(const std::string& name, s
   return static_cast<VectorIndex*>(index);
 }
 
-VectorIndex* HnswVectorStore::find_collection(const std::string& name) {
+Result<VectorIndex*> HnswVectorStore::lookup_collection(const std::string& name) {
   std::shared_lock lock(mu_);
   auto it = collections_.find(name);
-  return it == collections_.end() ? nullptr : it->second.get();
+  return static_cast<VectorIndex*>(it == collections_.end() ? nullptr : it->second.get());
 }
 
 std::vector<CollectionStats> HnswVectorStore::stats() const {

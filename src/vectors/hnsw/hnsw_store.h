@@ -39,7 +39,7 @@ class HnswVectorStore final : public VectorStore {
   // Collection names are what collection_name() produces: 1-200 characters of [a-z0-9_~-]
   // (anything else is kInvalidArgument, which also keeps names safe as directory names).
   Result<VectorIndex*> open_collection(const std::string& name, size_t dimension) override;
-  VectorIndex* find_collection(const std::string& name) override;
+  Result<VectorIndex*> lookup_collection(const std::string& name) override;
   std::vector<CollectionStats> stats() const override;
   // Checkpoints every collection; the first error is returned after trying them all.
   Status checkpoint() override;

@@ -145,9 +145,10 @@ class DeletingStore final : public VectorStore {
     if (!wrapped) wrapped = std::make_unique<DeletingIndex>(**real, before_upsert_);
     return static_cast<VectorIndex*>(wrapped.get());
   }
-  VectorIndex* find_collection(const std::string& name) override {
+  Result<VectorIndex*> lookup_collection(const std::string& name) override {
     auto it = wrappers_.find(name);
-    return it == wrappers_.end() ? real_.find_collection(name) : it->second.get();
+    if (it == wrappers_.end()) return real_.lookup_collection(name);
+    return static_cast<VectorIndex*>(it->second.get());
   }
   std::vector<CollectionStats> stats() const override { return real_.stats(); }
   Status checkpoint() override { return real_.checkpoint(); }
