@@ -306,3 +306,54 @@ class AzuriteServer:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class QdrantStandin:
+    """The contract-checking Qdrant stand-in (tests/support/qdrant_standin.py: exact search, every
+    request and response validated against Qdrant's OpenAPI document) on a free port, with its state
+    in a file so that stop() + start() keeps the points as a real Qdrant restart would."""
+
+    ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    SCRIPT = os.path.join(ROOT, "tests/support/qdrant_standin.py")
+    SPEC = os.environ.get("DEEPLENS_QDRANT_OPENAPI", os.path.join(ROOT, "../shared/specs/qdrant/openapi-1.19.json"))
+
+    def __init__(self):
+        import socket
+        if not os.path.exists(self.SPEC):
+            raise RuntimeError(f"Qdrant's OpenAPI document is not at {self.SPEC} (set DEEPLENS_QDRANT_OPENAPI)")
+        self.dir = tempfile.mkdtemp(prefix="deeplens-qdrant-e2e-")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.log = open(os.path.join(self.dir, "standin.log"), "ab")
+        self.proc = subprocess.Popen(["/usr/bin/python3", self.SCRIPT, "--spec", self.SPEC, "--port", str(self.port),
+                                      "--require-tenant-filter", "--state", os.path.join(self.dir, "state.pickle")],
+                                     stdout=subprocess.PIPE, stderr=self.log)
+        line = self.proc.stdout.readline().decode()
+        if not line.startswith("listening on"):
+            raise RuntimeError(f"the Qdrant stand-in did not start ({self.proc.wait()}), see {self.dir}/standin.log")
+
+    def stop(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
+        self.proc = None
+
+    def violations(self):
+        with urllib.request.urlopen(self.url + "/__standin/violations", timeout=30) as r:
+            return json.loads(r.read())["violations"]
+
+    def get(self, path):
+        with urllib.request.urlopen(self.url + path, timeout=30) as r:
+            return json.loads(r.read())["result"]
+
+    def cleanup(self):
+        if self.proc is not None:
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

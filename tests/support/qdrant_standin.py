@@ -22,13 +22,19 @@ With --require-tenant-filter, a request that reads, counts, searches or deletes 
 `must` match on the payload key tenantId is also a violation: DeepLens promises that no query can
 omit the tenant filter, and this checks it on the wire.
 
+With --state FILE the collections are saved to FILE after every write and loaded at start, so a
+stand-in that is killed and started again keeps its points, as Qdrant does.
+
 Usage: qdrant_standin.py --spec FILE [--host 127.0.0.1] [--port 0] [--api-key KEY] [--require-tenant-filter]
+                         [--state FILE]
 Prints "listening on PORT" on stdout once it accepts connections.
 """
 
 import argparse
 import json
 import math
+import os
+import pickle
 import re
 import sys
 import threading
@@ -221,9 +227,19 @@ def select_payload(payload, with_payload):
 
 
 class Store:
-    def __init__(self):
+    def __init__(self, state=None):
         self.lock = threading.Lock()
         self.collections = {}
+        self.state = state
+        if state and os.path.exists(state):
+            with open(state, "rb") as f:
+                self.collections = pickle.load(f)
+
+    def save(self):
+        if self.state:
+            with open(self.state + ".tmp", "wb") as f:
+                pickle.dump(self.collections, f)
+            os.replace(self.state + ".tmp", self.state)
 
     def get(self, name):
         c = self.collections.get(name)
@@ -231,75 +247,83 @@ class Store:
             raise NotFound("Not found: Collection `%s` doesn't exist!" % name)
         return c
 
+    WRITES = ("PUT", "DELETE")
+
     def handle(self, method, template, params, query, body):
-        name = params[0] if params else None
         with self.lock:
-            if template == "/collections" and method == "GET":
-                return {"collections": [{"name": n} for n in sorted(self.collections)]}
-            if template == "/collections/{collection_name}" and method == "PUT":
-                if name in self.collections:
-                    raise BadRequest("Wrong input: Collection `%s` already exists!" % name)
-                self.collections[name] = Collection(body or {})
-                return True
-            if template == "/collections/{collection_name}" and method == "DELETE":
-                return self.collections.pop(name, None) is not None
-            if template == "/collections/{collection_name}/exists":
-                return {"exists": name in self.collections}
-            if template == "/readyz" or template == "/healthz":
-                return None  # plain text answers
-            c = self.get(name)
-            if template == "/collections/{collection_name}" and method == "GET":
-                return self.info(c)
-            if template == "/collections/{collection_name}/index" and method == "PUT":
-                field_schema = body.get("field_schema")
-                kind = field_schema if isinstance(field_schema, str) else (field_schema or {}).get("type", "keyword")
-                c.payload_schema[body["field_name"]] = {"data_type": kind, "params": field_schema if isinstance(field_schema, dict) else None, "points": 0}
-                return self.updated(c)
-            if template == "/collections/{collection_name}/points" and method == "PUT":
-                for p in body["points"]:
-                    vector = p["vector"]
-                    if not isinstance(vector, list) or len(vector) != c.size:
-                        raise BadRequest("Wrong input: Vector dimension error: expected dim: %d, got %d" %
-                                         (c.size, len(vector) if isinstance(vector, list) else -1))
-                for p in body["points"]:
-                    c.points[id_key(p["id"])] = (p["id"], normalised(p["vector"]), p.get("payload") or {})
-                return self.updated(c)
-            if template == "/collections/{collection_name}/points" and method == "POST":
-                out = []
-                for i in body["ids"]:
-                    found = c.points.get(id_key(i))
-                    if found:
-                        out.append(self.record(found, body.get("with_payload"), body.get("with_vector")))
-                return out
-            if template == "/collections/{collection_name}/points/delete":
-                if "points" in body:
-                    for i in body["points"]:
-                        c.points.pop(id_key(i), None)
-                else:
-                    for k in [k for k, (pid, _, payload) in c.points.items() if filter_matches(body["filter"], pid, payload)]:
-                        del c.points[k]
-                return self.updated(c)
-            if template == "/collections/{collection_name}/points/count":
-                return {"count": sum(1 for pid, _, payload in c.points.values() if filter_matches(body.get("filter"), pid, payload))}
-            if template == "/collections/{collection_name}/points/scroll":
-                limit = body.get("limit") or 10
-                start = id_key(body["offset"]) if body.get("offset") is not None else None
-                keys = sorted(k for k, (pid, _, payload) in c.points.items()
-                              if (start is None or k >= start) and filter_matches(body.get("filter"), pid, payload))
-                page = keys[:limit]
-                nxt = c.points[keys[limit]][0] if len(keys) > limit else None
-                return {"points": [self.record(c.points[k], body.get("with_payload"), body.get("with_vector")) for k in page],
-                        "next_page_offset": nxt}
-            if template == "/collections/{collection_name}/points/query":
-                return self.query(c, body)
-            if template == "/collections/{collection_name}/facet":
-                counts = {}
-                for pid, _, payload in c.points.values():
-                    if filter_matches(body.get("filter"), pid, payload) and body["key"] in payload:
-                        v = payload[body["key"]]
-                        counts[v] = counts.get(v, 0) + 1
-                hits = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[: body.get("limit") or 10]
-                return {"hits": [{"value": v, "count": n} for v, n in hits]}
+            result = self.apply(method, template, params, query, body)
+            if method in self.WRITES or template.endswith("/points/delete"):
+                self.save()
+            return result
+
+    def apply(self, method, template, params, query, body):
+        name = params[0] if params else None
+        if template == "/collections" and method == "GET":
+            return {"collections": [{"name": n} for n in sorted(self.collections)]}
+        if template == "/collections/{collection_name}" and method == "PUT":
+            if name in self.collections:
+                raise BadRequest("Wrong input: Collection `%s` already exists!" % name)
+            self.collections[name] = Collection(body or {})
+            return True
+        if template == "/collections/{collection_name}" and method == "DELETE":
+            return self.collections.pop(name, None) is not None
+        if template == "/collections/{collection_name}/exists":
+            return {"exists": name in self.collections}
+        if template == "/readyz" or template == "/healthz":
+            return None  # plain text answers
+        c = self.get(name)
+        if template == "/collections/{collection_name}" and method == "GET":
+            return self.info(c)
+        if template == "/collections/{collection_name}/index" and method == "PUT":
+            field_schema = body.get("field_schema")
+            kind = field_schema if isinstance(field_schema, str) else (field_schema or {}).get("type", "keyword")
+            c.payload_schema[body["field_name"]] = {"data_type": kind, "params": field_schema if isinstance(field_schema, dict) else None, "points": 0}
+            return self.updated(c)
+        if template == "/collections/{collection_name}/points" and method == "PUT":
+            for p in body["points"]:
+                vector = p["vector"]
+                if not isinstance(vector, list) or len(vector) != c.size:
+                    raise BadRequest("Wrong input: Vector dimension error: expected dim: %d, got %d" %
+                                     (c.size, len(vector) if isinstance(vector, list) else -1))
+            for p in body["points"]:
+                c.points[id_key(p["id"])] = (p["id"], normalised(p["vector"]), p.get("payload") or {})
+            return self.updated(c)
+        if template == "/collections/{collection_name}/points" and method == "POST":
+            out = []
+            for i in body["ids"]:
+                found = c.points.get(id_key(i))
+                if found:
+                    out.append(self.record(found, body.get("with_payload"), body.get("with_vector")))
+            return out
+        if template == "/collections/{collection_name}/points/delete":
+            if "points" in body:
+                for i in body["points"]:
+                    c.points.pop(id_key(i), None)
+            else:
+                for k in [k for k, (pid, _, payload) in c.points.items() if filter_matches(body["filter"], pid, payload)]:
+                    del c.points[k]
+            return self.updated(c)
+        if template == "/collections/{collection_name}/points/count":
+            return {"count": sum(1 for pid, _, payload in c.points.values() if filter_matches(body.get("filter"), pid, payload))}
+        if template == "/collections/{collection_name}/points/scroll":
+            limit = body.get("limit") or 10
+            start = id_key(body["offset"]) if body.get("offset") is not None else None
+            keys = sorted(k for k, (pid, _, payload) in c.points.items()
+                          if (start is None or k >= start) and filter_matches(body.get("filter"), pid, payload))
+            page = keys[:limit]
+            nxt = c.points[keys[limit]][0] if len(keys) > limit else None
+            return {"points": [self.record(c.points[k], body.get("with_payload"), body.get("with_vector")) for k in page],
+                    "next_page_offset": nxt}
+        if template == "/collections/{collection_name}/points/query":
+            return self.query(c, body)
+        if template == "/collections/{collection_name}/facet":
+            counts = {}
+            for pid, _, payload in c.points.values():
+                if filter_matches(body.get("filter"), pid, payload) and body["key"] in payload:
+                    v = payload[body["key"]]
+                    counts[v] = counts.get(v, 0) + 1
+            hits = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[: body.get("limit") or 10]
+            return {"hits": [{"value": v, "count": n} for v, n in hits]}
         raise BadRequest("Wrong input: the stand-in does not implement %s %s" % (method, template))
 
     @staticmethod
@@ -374,12 +398,12 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, contract, api_key, require_tenant_filter=False):
+    def __init__(self, address, contract, api_key, require_tenant_filter=False, state=None):
         super().__init__(address, Handler)
         self.require_tenant_filter = require_tenant_filter
         self.contract = contract
         self.api_key = api_key
-        self.store = Store()
+        self.store = Store(state)
         self.violations = []
         self.faults = {"delay_ms": 0, "status": 0}
         self.meta_lock = threading.Lock()
@@ -528,8 +552,9 @@ def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--require-tenant-filter", action="store_true")
+    ap.add_argument("--state", default=None)
     args = ap.parse_args()
-    server = Server((args.host, args.port), Contract(args.spec), args.api_key, args.require_tenant_filter)
+    server = Server((args.host, args.port), Contract(args.spec), args.api_key, args.require_tenant_filter, args.state)
     print("listening on %d" % server.server_address[1], flush=True)
     try:
         server.serve_forever(poll_interval=0.2)
