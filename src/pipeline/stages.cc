@@ -476,8 +476,12 @@ Status IndexStage::handle_one(const BusMessage& msg) {
                              index.error().code == ErrorCode::kInvalidArgument;
       failure = Failure{permanent ? "COLLECTION_MISMATCH" : "INDEX_UNAVAILABLE", index.error().message, !permanent};
     } else if (auto st = (*index)->upsert(image_id, ev.data.feature_vector); !st) {
-      const bool permanent = st.error().code == ErrorCode::kInvalidArgument;
-      failure = Failure{permanent ? "INVALID_VECTOR" : "INDEX_UNAVAILABLE", st.error().message, !permanent};
+      const ErrorCode code = st.error().code;
+      const bool permanent = code == ErrorCode::kInvalidArgument || code == ErrorCode::kFailedPrecondition;
+      failure = Failure{code == ErrorCode::kFailedPrecondition ? "COLLECTION_MISMATCH"
+                        : permanent                              ? "INVALID_VECTOR"
+                                                                 : "INDEX_UNAVAILABLE",
+                        st.error().message, !permanent};
     }
     duration = ms_since(t0);
   }

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 import deeplens_e2e as e2e  # noqa: E402
@@ -197,6 +198,27 @@ class QdrantScaleOutTest(unittest.TestCase):
             r = self.search_by_bytes(a, data)
             self.assertEqual(r.status, 200, r.body)
             self.assertEqual(r.json()["results"][0]["imageId"], image_id)
+        self.assert_no_violations()
+
+    def test_a_collection_with_another_dimension_fails_the_image_as_collection_mismatch(self):
+        a = self.api("api1")
+        self.worker("w1")
+        # Learn the collection's name from a first image, then replace the collection by one of
+        # another dimension, as another model (or version) writing to the same Qdrant would.
+        first, _ = self.upload(a, 900)
+        self.assertEqual(a.wait_status(first, timeout=180)["status"], "completed")
+        name = self.qdrant.get("/collections")["collections"][0]["name"]
+        req = urllib.request.Request(f"{self.qdrant.url}/collections/{name}", method="DELETE")
+        urllib.request.urlopen(req, timeout=30).close()
+        req = urllib.request.Request(f"{self.qdrant.url}/collections/{name}", method="PUT",
+                                     data=json.dumps({"vectors": {"size": 3, "distance": "Cosine"}}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).close()
+        second, _ = self.upload(a, 901)
+        st = a.wait_status(second, timeout=180)
+        self.assertEqual(st["status"], "failed", st)
+        self.assertEqual(st["error"]["code"], "COLLECTION_MISMATCH", st)
+        self.assertIn("3-d", st["error"]["message"])
         self.assert_no_violations()
 
 

@@ -78,6 +78,7 @@ class QdrantVectorStore::Index final : public VectorIndex {
       if (auto st = store_.ensure_collection(target_.collection, dimension_); !st) return st;
       r = store_.call("PUT", points_path("?wait=true"), body);
     }
+    if (!r && r.error().code == ErrorCode::kInvalidArgument) return explain(std::move(r).error());
     return completed(r, "upsert");
   }
 
@@ -137,6 +138,7 @@ class QdrantVectorStore::Index final : public VectorIndex {
     auto r = store_.call("POST", points_path("/query"), body);
     if (!r) {
       if (r.error().code == ErrorCode::kNotFound) return std::vector<SearchHit>{};
+      if (r.error().code == ErrorCode::kInvalidArgument) return explain(std::move(r).error());
       return std::move(r).error().with("collection", target_.logical);
     }
     std::vector<SearchHit> hits;
@@ -150,6 +152,20 @@ class QdrantVectorStore::Index final : public VectorIndex {
  private:
   std::string points_path(const char* rest) const { return "/collections/" + target_.collection + "/points" + rest; }
   json filter(const json& extra = nullptr) const { return qdrant::tenant_filter(target_, extra); }
+
+  // Our vectors were checked against dimension_, so Qdrant refusing them usually means the
+  // collection was replaced by one of another dimension (another model or version): say so.
+  Error explain(Error e) const {
+    auto now = store_.collection_dimension(target_.collection);
+    if (now && *now != 0 && *now != dimension_)
+      return vectors_error(ErrorCode::kFailedPrecondition,
+                           "Qdrant collection " + target_.collection + " now holds " + std::to_string(*now) +
+                               "-d vectors, not " + std::to_string(dimension_) +
+                               "-d: it was recreated by another model (or version); reindex into a new collection",
+                           store_.options_.endpoint)
+          .with("collection", target_.logical);
+    return e.with("collection", target_.logical);
+  }
 
   Status completed(const Result<json>& r, const char* what) const {
     if (!r) return Error(r.error()).with("collection", target_.logical);

@@ -76,6 +76,25 @@ TEST(QdrantFailures, ACollectionWithAnotherDimensionIsAFailedPrecondition) {
   EXPECT_TRUE(server.violations().empty());
 }
 
+TEST(QdrantFailures, ACollectionReplacedByOneOfAnotherDimensionIsNamedAsSuch) {
+  QdrantServer server;
+  auto store = QdrantVectorStore::open(options_for(server));
+  const std::string name = collection_name("replaced-" + std::to_string(::getpid()), "resnet50");
+  auto index = store->open_collection(name, 4);
+  ASSERT_TRUE(index.ok()) << index.error().to_string();
+  ASSERT_TRUE(store->call("DELETE", "/collections/" + name, nullptr).ok());
+  ASSERT_TRUE(store->call("PUT", "/collections/" + name, {{"vectors", {{"size", 3}, {"distance", "Cosine"}}}}).ok());
+  auto write = (*index)->upsert("img_a", std::vector<float>{1, 0, 0, 0});
+  ASSERT_FALSE(write.ok());
+  EXPECT_EQ(write.error().code, ErrorCode::kFailedPrecondition);
+  EXPECT_NE(write.error().message.find("3-d"), std::string::npos) << write.error().message;
+  auto search = (*index)->search(std::vector<float>{1, 0, 0, 0}, 3, -1.0f);
+  ASSERT_FALSE(search.ok());
+  EXPECT_EQ(search.error().code, ErrorCode::kFailedPrecondition);
+  ASSERT_TRUE(store->call("DELETE", "/collections/" + name, nullptr).ok());
+  EXPECT_TRUE(server.violations().empty());
+}
+
 TEST(QdrantFailures, ASlowServerTimesOutWithinTheConfiguredTimeout) {
   QdrantServer server;
   REQUIRE_STANDIN(server);
