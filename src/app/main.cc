@@ -47,6 +47,7 @@ int main(int argc, char** argv) {
   register_events_command(root, &exit_code);
   register_config_command(root, flags, &exit_code);
   register_dev_kafka_command(root, &exit_code);
+  register_doctor_command(root, flags, &exit_code);
 
   try {
     root.parse(argc, argv);

@@ -658,4 +658,21 @@ Status KafkaBus::ping() {
   return {};
 }
 
+Result<std::vector<std::string>> kafka_cluster_topics(const KafkaBusOptions& options, std::chrono::milliseconds timeout) {
+  auto rk = new_consumer_handle(options, "doctor", nullptr, nullptr);
+  if (!rk) return std::move(rk).error();
+  const rd_kafka_metadata_t* md = nullptr;
+  const rd_kafka_resp_err_t err = rd_kafka_metadata(*rk, 1, nullptr, &md, to_int_ms(timeout));
+  Result<std::vector<std::string>> out = std::vector<std::string>{};
+  if (err) {
+    out = kafka_error(ErrorCode::kUnavailable, "Kafka cluster not reachable", err).with("bootstrap", options.bootstrap_servers);
+  } else {
+    for (int i = 0; i < md->topic_cnt; ++i)
+      if (!md->topics[i].err) out->push_back(md->topics[i].topic);
+    rd_kafka_metadata_destroy(md);
+  }
+  rd_kafka_destroy(*rk);
+  return out;
+}
+
 }  // namespace deeplens

@@ -130,4 +130,8 @@ class KafkaBus final : public EventBus {
   std::map<std::string, rd_kafka_t*> lag_handles_;  // group -> unsubscribed consumer handle
 };
 
+// The topics the cluster has (metadata within `timeout`), without creating any: for `deeplens
+// doctor`. kUnavailable when the cluster cannot be reached, naming the bootstrap servers.
+Result<std::vector<std::string>> kafka_cluster_topics(const KafkaBusOptions& options, std::chrono::milliseconds timeout);
+
 }  // namespace deeplens

@@ -774,6 +774,23 @@ Result<std::unique_ptr<PostgresMetadataStore>> PostgresMetadataStore::open(const
   return std::unique_ptr<PostgresMetadataStore>(new PostgresMetadataStore(std::move(impl)));
 }
 
+Result<PostgresMetadataStore::SchemaState> PostgresMetadataStore::schema_state(const std::string& url) {
+  SchemaState state;
+  for (const auto& m : kMigrations) state.latest = std::max<int64_t>(state.latest, m.version);
+  try {
+    pqxx::connection c(url);
+    pqxx::read_transaction w(c);
+    auto exists = w.exec("SELECT to_regclass('schema_migrations') IS NOT NULL");
+    if (exists[0][0].as<bool>()) {
+      auto r = w.exec_params("SELECT COALESCE(MAX(version), 0) FROM schema_migrations WHERE component = $1", kComponent);
+      state.applied = r[0][0].as<int64_t>();
+    }
+  } catch (const std::exception& e) {
+    return Error(ErrorCode::kUnavailable, "PostgreSQL not reachable: " + one_line(e.what()));
+  }
+  return state;
+}
+
 PostgresMetadataStore::PostgresMetadataStore(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 PostgresMetadataStore::~PostgresMetadataStore() = default;
 

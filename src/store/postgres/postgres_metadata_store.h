@@ -65,6 +65,15 @@ class PostgresMetadataStore final : public MetadataStore, public WebhookStore {
   // server cannot be reached. The clock must outlive the store.
   static Result<std::unique_ptr<PostgresMetadataStore>> open(const std::string& url, const Clock& clock,
                                                              PostgresOptions options = {});
+  // The schema version applied on the server and the one this build expects, without changing
+  // anything (for `deeplens doctor`); applied is 0 when no migration ever ran. kUnavailable when
+  // the server cannot be reached.
+  struct SchemaState {
+    int64_t applied = 0;
+    int64_t latest = 0;
+  };
+  static Result<SchemaState> schema_state(const std::string& url);
+
   ~PostgresMetadataStore() override;
   PostgresMetadataStore(const PostgresMetadataStore&) = delete;
   PostgresMetadataStore& operator=(const PostgresMetadataStore&) = delete;
