@@ -17,6 +17,9 @@
 #include <vector>
 
 #include "features/extractor.h"
+#include <cstdio>
+#include <cstdlib>
+
 #include "imaging/image.h"
 #include "support/child_process.h"
 
@@ -24,8 +27,21 @@ namespace deeplens::testing {
 
 namespace fs = std::filesystem;
 
-// ../shared/models beside the repository (never copied into it).
-inline fs::path models_dir() { return fs::path(DEEPLENS_SOURCE_DIR) / ".." / "shared" / "models"; }
+// The pretrained models: DEEPLENS_TEST_MODELS, else ../shared/models beside the repository (never
+// copied into it). When the folder is missing, says once how to point at it or leave these tests out.
+inline fs::path models_dir() {
+  static const fs::path dir = [] {
+    const char* env = std::getenv("DEEPLENS_TEST_MODELS");
+    fs::path d = env && *env ? fs::path(env) : fs::path(DEEPLENS_SOURCE_DIR) / ".." / "shared" / "models";
+    if (!fs::is_directory(d))
+      std::fprintf(stderr,
+                   "models directory %s is missing: set DEEPLENS_TEST_MODELS=DIR, or leave the model tests out with "
+                   "ctest -LE models (scripts/test -LE models)\n",
+                   d.c_str());
+    return d;
+  }();
+  return dir;
+}
 inline fs::path skimage_data() { return "/usr/lib/python3/dist-packages/skimage/data"; }
 inline fs::path opencv_data() { return "/usr/share/doc/opencv-doc/examples/data"; }
 inline const char* debian_python() { return "/usr/bin/python3"; }
