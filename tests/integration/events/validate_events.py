@@ -219,8 +219,8 @@ def check_asyncapi(path, schema_dir):
     problems = []
     if not isinstance(doc, dict) or not isinstance(doc.get("channels"), dict) or not doc["channels"]:
         return [f"{path}: no channels"]
-    if not str(doc.get("asyncapi", "")).startswith("2."):
-        problems.append(f"{path}: asyncapi version {doc.get('asyncapi')!r} is not 2.x")
+    if not str(doc.get("asyncapi", "")).startswith("3."):
+        problems.append(f"{path}: asyncapi version {doc.get('asyncapi')!r} is not 3.x")
     base = os.path.dirname(os.path.abspath(path))
     referenced = set()
 
@@ -238,36 +238,49 @@ def check_asyncapi(path, schema_dir):
                 return None
         return node
 
-    for cname, channel in doc["channels"].items():
-        ops = [op for op in ("publish", "subscribe") if isinstance(channel, dict) and op in channel]
-        if not ops:
-            problems.append(f"channel {cname}: no publish/subscribe operation")
+    # Every operation sends or receives on a channel of the document, with messages of that channel;
+    # every channel has both (a producer and a consumer).
+    actions = {}
+    for oname, op in (doc.get("operations") or {}).items():
+        where = f"operation {oname}"
+        ref = (op.get("channel") or {}).get("$ref", "") if isinstance(op, dict) else ""
+        if not ref.startswith("#/channels/") or ref[len("#/channels/"):] not in doc["channels"]:
+            problems.append(f"{where}: channel $ref {ref!r} is not a channel of the document")
             continue
-        for op in ops:
-            where = f"channel {cname} {op}"
-            msg = deref(channel[op].get("message"), where)
-            if msg is None:
-                problems.append(f"{where}: no message")
+        cname = ref[len("#/channels/"):]
+        actions.setdefault(cname, set()).add(op.get("action"))
+        for m in op.get("messages") or []:
+            mref = m.get("$ref", "") if isinstance(m, dict) else ""
+            if not mref.startswith(ref + "/messages/"):
+                problems.append(f"{where}: message $ref {mref!r} is not a message of {cname}")
+            elif deref(m, where) is None:
+                problems.append(f"{where}: message $ref {mref!r} does not resolve")
+    for cname, channel in doc["channels"].items():
+        if actions.get(cname) != {"send", "receive"}:
+            problems.append(f"channel {cname}: needs a send and a receive operation, has {sorted(actions.get(cname, []))}")
+        messages = channel.get("messages") if isinstance(channel, dict) else None
+        if not isinstance(messages, dict) or not messages:
+            problems.append(f"channel {cname}: no messages")
+            continue
+        for mname, msg in messages.items():
+            where = f"channel {cname} message {mname}"
+            m = deref(msg, where)
+            payload = m.get("payload") if isinstance(m, dict) else None
+            ref = payload.get("$ref") if isinstance(payload, dict) else None
+            if not isinstance(ref, str) or ref.startswith("#"):
+                problems.append(f"{where}: payload is not a $ref to a schema file")
                 continue
-            msgs = msg.get("oneOf", [msg]) if isinstance(msg, dict) else []
-            for m in msgs:
-                m = deref(m, where)
-                payload = m.get("payload") if isinstance(m, dict) else None
-                ref = payload.get("$ref") if isinstance(payload, dict) else None
-                if not isinstance(ref, str) or ref.startswith("#"):
-                    problems.append(f"{where}: payload is not a $ref to a schema file")
-                    continue
-                target = os.path.normpath(os.path.join(base, ref.split("#", 1)[0]))
-                if not os.path.isfile(target):
-                    problems.append(f"{where}: payload $ref {ref} -> missing file {target}")
-                    continue
-                try:
-                    with open(target, encoding="utf-8") as f:
-                        json.load(f)
-                except (OSError, ValueError) as e:
-                    problems.append(f"{where}: payload $ref {ref}: {e}")
-                    continue
-                referenced.add(target)
+            target = os.path.normpath(os.path.join(base, ref.split("#", 1)[0]))
+            if not os.path.isfile(target):
+                problems.append(f"{where}: payload $ref {ref} -> missing file {target}")
+                continue
+            try:
+                with open(target, encoding="utf-8") as f:
+                    json.load(f)
+            except (OSError, ValueError) as e:
+                problems.append(f"{where}: payload $ref {ref}: {e}")
+                continue
+            referenced.add(target)
     for sp in sorted(glob.glob(os.path.join(schema_dir, "*" + SCHEMA_SUFFIX))):
         sp = os.path.normpath(os.path.abspath(sp))
         if os.path.basename(sp) == "common" + SCHEMA_SUFFIX:
