@@ -4,6 +4,8 @@
 // OpenAPI check). URL and key come from --url/--api-key or DEEPLENS_URL/DEEPLENS_API_KEY.
 #include <curl/curl.h>
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <sstream>
@@ -121,12 +123,50 @@ int report(const Reply& r) {
   return r.status == 401 ? 4 : 1;
 }
 
-void progress_bar(size_t done, size_t total, size_t failed) {
-  const int width = 30;
-  const int filled = total ? static_cast<int>(width * done / total) : width;
-  std::cerr << "\r[" << std::string(static_cast<size_t>(filled), '#') << std::string(static_cast<size_t>(width - filled), ' ') << "] "
-            << done << "/" << total << (failed ? " (" + std::to_string(failed) + " failed)" : "") << std::flush;
-}
+// A progress bar on the terminal's last line (stderr). Lines printed while it shows go above it:
+// say() erases the bar, prints the line, draws the bar again, so a file's line never shares the
+// bar's line. Off a terminal (a pipe, a log file) no bar is drawn, only "N/M" once at the end.
+class ProgressBar {
+ public:
+  explicit ProgressBar(bool wanted) : tty_(wanted && ::isatty(STDERR_FILENO)), wanted_(wanted) {}
+  void update(size_t done, size_t total, size_t failed) {
+    done_ = done, total_ = total, failed_ = failed;
+    if (tty_) draw();
+  }
+  // One line on stdout (or stderr), above the bar.
+  void say(std::ostream& out, const std::string& line) {
+    erase();
+    out << line << "\n" << std::flush;
+    if (tty_ && total_) draw();
+  }
+  // Leaves the final count on a line of its own.
+  void finish() {
+    if (!wanted_ || !total_) return;
+    erase();
+    std::cerr << text() << "\n" << std::flush;
+    total_ = 0;
+  }
+
+ private:
+  std::string text() const {
+    const int width = 30;
+    const int filled = total_ ? static_cast<int>(width * done_ / total_) : width;
+    return "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), ' ') + "] " +
+           std::to_string(done_) + "/" + std::to_string(total_) + (failed_ ? " (" + std::to_string(failed_) + " failed)" : "");
+  }
+  void draw() {
+    std::cerr << "\r" << text() << std::flush;
+    shown_ = true;
+  }
+  void erase() {
+    if (!shown_) return;
+    std::cerr << "\r\033[K" << std::flush;
+    shown_ = false;
+  }
+  const bool tty_, wanted_;
+  bool shown_ = false;
+  size_t done_ = 0, total_ = 0, failed_ = 0;
+};
 
 // Final states pushed over the WebSocket, collected by a reader thread while the uploads go on
 // (subscribed to the whole tenant before the first upload, so nothing is missed).
@@ -197,7 +237,7 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
   }
   std::vector<std::string> ids;
   size_t failed = 0;
-  const bool bar = files.size() > 1;
+  ProgressBar bar(files.size() > 1);
   std::vector<std::pair<std::string, std::string>> fields;
   if (!models.empty()) {
     nlohmann::json m = nlohmann::json::array();
@@ -209,8 +249,7 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
   for (size_t i = 0; i < files.size(); ++i) {
     Reply r = client.post_file("/api/v1/images/upload", files[i], fields);
     if (!r.error.empty() || (r.status != 202 && r.status != 200)) {
-      if (bar) std::cerr << "\n";
-      std::cerr << files[i] << ": ";
+      bar.say(std::cerr, files[i] + ":");
       const int code = report(r);
       if (code == 3 || code == 4) return code;
       ++failed;
@@ -218,15 +257,16 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
       auto j = nlohmann::json::parse(r.body, nullptr, false);
       const std::string id = j.value("imageId", "");
       ids.push_back(id);
-      std::cout << id << "\t" << files[i] << (j.value("duplicate", false) ? "\t(duplicate)" : "") << "\n";
+      bar.say(std::cout, id + "\t" + files[i] + (j.value("duplicate", false) ? "\t(duplicate)" : ""));
     }
-    if (bar) progress_bar(i + 1, files.size(), failed);
+    bar.update(i + 1, files.size(), failed);
   }
-  if (bar) std::cerr << "\n";
+  bar.finish();
   if (wait) {
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(10);
     size_t finished = 0, failures = 0;
     std::vector<bool> done(ids.size(), false);
+    bar.update(0, ids.size(), 0);
     if (watcher) {
       for (size_t i = 0; i < ids.size(); ++i) {
         std::string status, detail;
@@ -235,9 +275,9 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
         ++finished;
         if (status == "failed") {
           ++failures;
-          std::cerr << ids[i] << ": failed: " << detail << "\n";
+          bar.say(std::cerr, ids[i] + ": failed: " + detail);
         }
-        if (bar) progress_bar(finished, ids.size(), failures);
+        bar.update(finished, ids.size(), failures);
       }
     }
     while (finished < ids.size() && std::chrono::steady_clock::now() < deadline) {
@@ -251,14 +291,14 @@ int upload(const ClientFlags& flags, const std::vector<std::string>& files, bool
           ++finished;
           if (status == "failed") {
             ++failures;
-            std::cerr << ids[i] << ": failed: " << j.dump() << "\n";
+            bar.say(std::cerr, ids[i] + ": failed: " + j.dump());
           }
         }
       }
-      if (bar) progress_bar(finished, ids.size(), failures);
+      bar.update(finished, ids.size(), failures);
       if (finished < ids.size()) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    if (bar) std::cerr << "\n";
+    bar.finish();
     std::cerr << finished - failures << " completed, " << failures << " failed, " << ids.size() - finished << " still processing\n";
     if (failures || finished < ids.size()) return 1;
   }
@@ -461,30 +501,53 @@ void register_client_commands(CLI::App& root, int* exit_code) {
   wa->callback([flags, watch_ids, exit_code] { *exit_code = watch(*flags, *watch_ids); });
 
   auto id = std::make_shared<std::string>();
+  auto status_json = std::make_shared<bool>(false);
   auto* st = root.add_subcommand("status", "Show an image's processing status");
   st->add_option("image_id", *id, "Image id (img_...)")->required();
+  st->add_flag("--json", *status_json, "Print the API's JSON (the spec's status fields) instead of a summary");
   add_flags(st);
-  st->callback([flags, id, exit_code] {
+  st->callback([flags, id, status_json, exit_code] {
     Client client(*flags);
     Reply r = client.get("/api/v1/images/" + *id + "/status");
     if (!r.error.empty() || r.status != 200) {
       *exit_code = report(r);
       return;
     }
-    std::cout << nlohmann::json::parse(r.body).dump(2) << "\n";
+    const auto j = nlohmann::json::parse(r.body);
+    if (*status_json) {
+      std::cout << j.dump() << "\n";
+      return;
+    }
+    std::cout << j.value("imageId", "") << "  " << j.value("status", "") << "  (priority " << j.value("priority", "normal")
+              << ")\n";
+    for (const auto& step : j["processingSteps"]) {
+      std::cout << "  " << step.value("step", "") << "  " << step.value("modelName", "") << "  " << step.value("status", "");
+      if (step.contains("duration")) std::cout << "  " << step["duration"].get<int64_t>() << " ms";
+      if (step.value("attempts", 1) > 1) std::cout << "  attempts " << step["attempts"].get<int>();
+      if (step.contains("lastError")) std::cout << "  last error: " << step.value("lastError", "");
+      std::cout << "\n";
+    }
+    if (j.contains("error") && j["error"].is_object())
+      std::cout << "  error: " << j["error"].value("code", "") << ": " << j["error"].value("message", "") << "\n";
+    if (j.contains("searchableAfter") && j["searchableAfter"].is_string())
+      std::cout << "  searchable since " << j["searchableAfter"].get<std::string>() << "\n";
+    else if (j.contains("estimatedTimeRemaining") && j["estimatedTimeRemaining"].is_number())
+      std::cout << "  about " << j["estimatedTimeRemaining"].get<int64_t>() << " ms to go\n";
   });
 
   auto query_file = std::make_shared<std::string>();
   auto by_image = std::make_shared<std::string>();
   auto top_k = std::make_shared<int>(10);
   auto model = std::make_shared<std::string>();
+  auto search_json = std::make_shared<bool>(false);
   auto* se = root.add_subcommand("search", "Find visually similar images: by a file, or by an indexed image id");
   se->add_option("file", *query_file, "Query image file")->check(CLI::ExistingFile);
   se->add_option("--image", *by_image, "Search by an indexed image id instead of a file");
   se->add_option("--top-k", *top_k, "Number of results (default 10)");
   se->add_option("--model", *model, "Model (default: the server's default)");
+  se->add_flag("--json", *search_json, "Print the API's JSON answer instead of score / id / file lines");
   add_flags(se);
-  se->callback([flags, query_file, by_image, top_k, model, exit_code] {
+  se->callback([flags, query_file, by_image, top_k, model, search_json, exit_code] {
     if (query_file->empty() == by_image->empty()) {
       std::cerr << "error: give a query FILE or --image ID (one of them)\n";
       *exit_code = 2;
@@ -506,6 +569,10 @@ void register_client_commands(CLI::App& root, int* exit_code) {
       return;
     }
     auto j = nlohmann::json::parse(r.body);
+    if (*search_json) {
+      std::cout << j.dump() << "\n";
+      return;
+    }
     for (const auto& hit : j["results"])
       std::printf("%.4f  %s  %s\n", hit["score"].get<double>(), hit["imageId"].get<std::string>().c_str(),
                   hit.value("fileName", "").c_str());

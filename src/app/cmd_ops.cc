@@ -22,9 +22,11 @@ void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
   auto* dlq = root.add_subcommand("dlq", "Dead letters: events that failed for good");
   dlq->require_subcommand(1);
   auto all_flag = std::make_shared<bool>(false);
-  auto* dlq_list = dlq->add_subcommand("list", "List dead letters as JSON lines");
+  auto* dlq_list = dlq->add_subcommand("list", "List dead letters (a table; --json: one JSON object per line)");
   dlq_list->add_flag("--all", *all_flag, "Include replayed ones");
-  dlq_list->callback([&flags, all_flag, exit_code] {
+  auto as_json = std::make_shared<bool>(false);
+  dlq_list->add_flag("--json", *as_json, "One JSON object per dead letter and line, for scripts");
+  dlq_list->callback([&flags, all_flag, as_json, exit_code] {
     auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     auto letters = rt->node->store().list_dead_letters(*all_flag, 10000);
@@ -33,7 +35,14 @@ void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
       *exit_code = 1;
       return;
     }
+    if (!*as_json && !letters->empty()) std::cout << "ID\tIMAGE\tTENANT\tSTAGE\tERROR\tATTEMPTS\tCREATED\tREPLAYED\n";
     for (const auto& d : *letters) {
+      if (!*as_json) {
+        std::cout << d.id << "\t" << d.image_id << "\t" << d.tenant_id << "\t" << d.stage << "\t" << d.error_code << ": "
+                  << d.error_message << "\t" << d.attempts << "\t" << format_iso8601(d.created_at) << "\t"
+                  << (d.replayed_at ? format_iso8601(*d.replayed_at) : "-") << "\n";
+        continue;
+      }
       nlohmann::ordered_json j{{"id", d.id}, {"imageId", d.image_id}, {"tenantId", d.tenant_id}, {"stage", d.stage},
                                {"topic", d.topic}, {"errorCode", d.error_code}, {"errorMessage", d.error_message},
                                {"attempts", d.attempts}, {"createdAt", format_iso8601(d.created_at)},

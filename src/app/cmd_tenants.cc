@@ -2,6 +2,7 @@
 // PostgreSQL store), also while the server runs: a revoked key stops working in every serving
 // process within ApiOptions::key_cache_ttl.
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <cstdio>
 #include <iostream>
 
@@ -141,12 +142,37 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
   });
 
   auto* list = tenants->add_subcommand("list", "List tenants with their usage and limits");
-  list->callback([&flags, exit_code] {
+  auto as_json = std::make_shared<bool>(false);
+  list->add_flag("--json", *as_json, "One JSON object per tenant and line (limits: null = unlimited), for scripts");
+  list->callback([&flags, as_json, exit_code] {
     auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
     auto all = rt->node->store().list_tenants();
     if (!all) return void(fail(all.error(), exit_code));
     const Config& c = rt->config;
+    if (*as_json) {
+      // The effective limit: the tenant's own, else limits.*; 0 means unlimited (null here).
+      auto count = [](std::optional<int64_t> own, int64_t fallback) {
+        const int64_t v = own.value_or(fallback);
+        return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr);
+      };
+      auto rate = [](std::optional<double> own, double fallback) {
+        const double v = own.value_or(fallback);
+        return v > 0 ? nlohmann::json(v) : nlohmann::json(nullptr);
+      };
+      for (const auto& t : *all)
+        std::cout << nlohmann::ordered_json{{"tenantId", t.id},
+                                            {"createdAt", format_iso8601(t.created_at)},
+                                            {"images", t.image_count},
+                                            {"bytes", t.bytes_stored},
+                                            {"maxImages", count(t.limits.max_images, c.integer("limits.max_images"))},
+                                            {"maxBytes", count(t.limits.max_bytes, c.integer("limits.max_bytes"))},
+                                            {"uploadRate", rate(t.limits.upload_rate, c.number("limits.upload_rate"))},
+                                            {"searchRate", rate(t.limits.search_rate, c.number("limits.search_rate"))}}
+                         .dump()
+                  << "\n";
+      return;
+    }
     std::cout << "TENANT\tCREATED\tIMAGES\tMAX IMAGES\tBYTES\tMAX BYTES\tUPLOAD RATE\tSEARCH RATE\n";
     for (const auto& t : *all)
       std::cout << t.id << "\t" << format_iso8601(t.created_at) << "\t" << t.image_count << "\t"

@@ -18,5 +18,6 @@ void register_tenant_commands(CLI::App& root, GlobalFlags& flags, int* exit_code
 void register_client_commands(CLI::App& root, int* exit_code);
 void register_dev_kafka_command(CLI::App& root, int* exit_code);
 void register_doctor_command(CLI::App& root, GlobalFlags& flags, int* exit_code);
+void register_completion_command(CLI::App& root, int* exit_code);
 
 }  // namespace deeplens::app

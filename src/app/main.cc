@@ -48,6 +48,7 @@ int main(int argc, char** argv) {
   register_config_command(root, flags, &exit_code);
   register_dev_kafka_command(root, &exit_code);
   register_doctor_command(root, flags, &exit_code);
+  register_completion_command(root, &exit_code);  // last: it describes every command above
 
   try {
     root.parse(argc, argv);

@@ -245,7 +245,7 @@ class KafkaMultiProcessTest(unittest.TestCase):
                                 "--schemas", os.path.join(root, "schemas")], input="\n".join(payloads) + "\n",
                                capture_output=True, text=True, timeout=300)
         self.assertEqual(check.returncode, 0, check.stdout[-3000:] + check.stderr[-2000:])
-        dlq = subprocess.run([e2e.DEELENS_BIN, "dlq", "list", "--set", "data_dir=" + os.path.join(self.dir, "data"),
+        dlq = subprocess.run([e2e.DEELENS_BIN, "dlq", "list", "--json", "--set", "data_dir=" + os.path.join(self.dir, "data"),
                               "--set", "bus.url=" + self.bus, *self.metadata_set_args()], capture_output=True, text=True,
                              timeout=60)
         self.assertEqual(dlq.returncode, 0, dlq.stderr)

@@ -1,6 +1,7 @@
 """End-to-end tests of `deeplens serve` over real HTTP (issue #5 acceptance)."""
 import concurrent.futures
 import json
+import re
 import os
 import signal
 import subprocess
@@ -165,17 +166,46 @@ class ServeTest(unittest.TestCase):
         ids = [line.split("\t")[0] for line in up.stdout.splitlines()]
         self.assertEqual(len(ids), 2, up.stdout)
         self.assertIn("2/2", up.stderr, "a progress bar for many files")
+        # Off a terminal the bar is not redrawn: each file's line stands alone, the count comes once.
+        self.assertNotIn("\r", up.stderr + up.stdout)
+        self.assertTrue(all(re.match(r"^img_\S+\t", line) for line in up.stdout.splitlines()), up.stdout)
         st = subprocess.run([e2e.DEELENS_BIN, "status", ids[0]], capture_output=True, text=True, env=env, timeout=60)
         self.assertEqual(st.returncode, 0, st.stderr)
+        self.assertRegex(st.stdout.splitlines()[0], rf"^{ids[0]}  completed  \(priority normal\)$")
+        self.assertRegex(st.stdout, r"feature_extraction  builtin  completed  \d+ ms")
+        st = subprocess.run([e2e.DEELENS_BIN, "status", "--json", ids[0]], capture_output=True, text=True, env=env,
+                            timeout=60)
         self.assertEqual(json.loads(st.stdout)["status"], "completed")
         se = subprocess.run([e2e.DEELENS_BIN, "search", photos[1], "--top-k", "3"], capture_output=True, text=True,
                             env=env, timeout=60)
         self.assertEqual(se.returncode, 0, se.stderr)
         self.assertIn(ids[1], se.stdout.splitlines()[0])
+        se = subprocess.run([e2e.DEELENS_BIN, "search", photos[1], "--top-k", "3", "--json"], capture_output=True,
+                            text=True, env=env, timeout=60)
+        self.assertEqual(json.loads(se.stdout)["results"][0]["imageId"], ids[1])
+        tl = self.server.run_cli("tenants", "list", "--json")
+        tenants = [json.loads(line) for line in tl.stdout.splitlines()]
+        self.assertIn("default", [t["tenantId"] for t in tenants], tl.stdout + tl.stderr)
+        self.assertGreaterEqual(next(t for t in tenants if t["tenantId"] == "default")["images"], 2)
         bad = subprocess.run([e2e.DEELENS_BIN, "status", ids[0]], capture_output=True, text=True,
                              env=dict(env, DEEPLENS_API_KEY="dlk_wrong"), timeout=60)
         self.assertNotEqual(bad.returncode, 0)
         self.assertIn("UNAUTHENTICATED", bad.stderr)
+
+    def test_bash_completion_knows_the_commands_and_their_options(self):
+        script = subprocess.run([e2e.DEELENS_BIN, "completion", "bash"], capture_output=True, text=True, check=True).stdout
+
+        def complete(*words):
+            line = " ".join(words)
+            probe = (script + f"\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _deeplens; "
+                     'printf "%s\\n" "${COMPREPLY[@]}"\n')
+            return subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+
+        self.assertEqual(complete("deeplens", "up"), ["upload"])
+        self.assertIn("--wait", complete("deeplens", "upload", "--"))
+        self.assertEqual(complete("deeplens", "tenants", "keys", "re"), ["revoke"])
+        self.assertIn("--json", complete("deeplens", "dlq", "list", "--j"))
+        self.assertEqual(complete("deeplens", "doc"), ["doctor"])
 
     def test_health_readiness_and_metrics(self):
         self.assertEqual(self.server.request("GET", "/healthz", key=None).status, 200)

@@ -30,8 +30,8 @@ rm -f "$src"/build/deeplens_*_amd64.deb
 (cd "$build" && cpack -G DEB --config CPackConfig.cmake > cpack.log 2>&1) || { cat "$build/cpack.log"; exit 1; }
 deb=$(ls "$src"/build/deeplens_*_amd64.deb)
 dpkg-deb --field "$deb" Package Version Architecture Depends
-dpkg-deb --contents "$deb" | awk '{print $6}' | grep -E '^\./(usr/bin/deeplens|etc/deeplens/deeplens.toml|lib/systemd/system/deeplens(-api|-worker@)?\.service)$' | sort > /tmp/deeplens-pkg-files.$$
-[ "$(wc -l < /tmp/deeplens-pkg-files.$$)" -eq 5 ] || { echo "FAIL: the package lacks files:"; cat /tmp/deeplens-pkg-files.$$; exit 1; }
+dpkg-deb --contents "$deb" | awk '{print $6}' | grep -E '^\./(usr/bin/deeplens|etc/deeplens/deeplens.toml|lib/systemd/system/deeplens(-api|-worker@)?\.service|usr/share/bash-completion/completions/deeplens)$' | sort > /tmp/deeplens-pkg-files.$$
+[ "$(wc -l < /tmp/deeplens-pkg-files.$$)" -eq 6 ] || { echo "FAIL: the package lacks files:"; cat /tmp/deeplens-pkg-files.$$; exit 1; }
 rm -f /tmp/deeplens-pkg-files.$$
 
 cache=${DEEPLENS_TEST_CACHE:-/var/cache/deeplens-test}
