@@ -6,6 +6,9 @@
 //   pipeline_throughput                         mobilenet_v2, embedded and Kafka, 200 images
 //   pipeline_throughput --model noop --raw      a no-op extractor, plus raw librdkafka
 //                                               produce+consume of the same messages
+//   pipeline_throughput --priority both         priority lanes against FIFO (issue #17): a backlog
+//                                               of --backlog low uploads, then --high high uploads
+//                                               one every 100 ms; with lanes vs everything normal
 //   pipeline_throughput --help
 //
 // For each bus it reports:
@@ -27,6 +30,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -36,6 +40,7 @@
 #include "bus/kafka/dev_broker.h"
 #include "common/log.h"
 #include "common/sha256.h"
+#include "events/priority.h"
 #include "events/topics.h"
 #include "imaging/image.h"
 #include "load.h"
@@ -61,13 +66,16 @@ struct Args {
   size_t extract_batch = 8;
   bool raw = false;
   bool thumbnails = true;  // processingOptions.generateThumbnail (the API's default: true)
+  std::vector<std::string> priority_modes;  // "lanes", "fifo": run the priority scenario instead
+  size_t backlog = 1000;
+  size_t high = 20;
   std::string models_dir = std::string(DEEPLENS_SOURCE_DIR) + "/../shared/models";
 };
 
 [[noreturn]] void usage(int code) {
   std::cout << "pipeline_throughput [--model mobilenet_v2|builtin|noop] [--bus embedded|kafka|both]\n"
                "                    [--images 200] [--latency-samples 30] [--extract-batch 8] [--raw]\n"
-               "                    [--no-thumbnails]\n"
+               "                    [--no-thumbnails] [--priority lanes|fifo|both [--backlog 1000] [--high 20]]\n"
                "                    [--models-dir DIR]\n";
   std::exit(code);
 }
@@ -89,6 +97,11 @@ Args parse(int argc, char** argv) {
     else if (f == "--extract-batch") a.extract_batch = std::stoul(next());
     else if (f == "--raw") a.raw = true;
     else if (f == "--no-thumbnails") a.thumbnails = false;
+    else if (f == "--priority") {
+      const std::string m = next();
+      a.priority_modes = m == "both" ? std::vector<std::string>{"fifo", "lanes"} : std::vector<std::string>{m};
+    } else if (f == "--backlog") a.backlog = std::stoul(next());
+    else if (f == "--high") a.high = std::stoul(next());
     else if (f == "--models-dir") a.models_dir = next();
     else if (f == "--help" || f == "-h") usage(0);
     else {
@@ -163,7 +176,8 @@ class CompletionClock final : public ImageEventListener {
   size_t failed_ = 0;
 };
 
-std::string upload(PipelineContext& ctx, const std::string& bytes, const std::string& model, bool thumbnail) {
+std::string upload(PipelineContext& ctx, const std::string& bytes, const std::string& model, bool thumbnail,
+                   std::optional<Priority> priority = std::nullopt) {
   auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   auto info = probe_buffer(span, ctx.options.limits);
   if (!info) throw std::runtime_error("probe: " + info.error().to_string());
@@ -176,6 +190,7 @@ std::string upload(PipelineContext& ctx, const std::string& bytes, const std::st
   req.options.models = {model};
   req.options.skip_duplicate_check = true;
   req.options.generate_thumbnail = thumbnail;
+  req.options.priority = priority;
   req.sha256 = sha256_hex(bytes);
   req.info = std::move(info).value();
   req.blob = std::move(writer).value();
@@ -361,12 +376,56 @@ std::vector<size_t> topic_sizes(const std::string& bootstrap, size_t expect) {
   return out;
 }
 
-BusRun run_bus(const Args& a, const std::string& bus, Extractor& model, const std::vector<std::string>& photos,
-               DevKafkaBroker* broker) {
-  const fs::path dir = fs::temp_directory_path() / ("deeplens-bench-pipeline-" + std::to_string(::getpid()) + "-" + bus);
+struct PriorityRun {
+  Percentiles high_ms;       // upload -> completed of the images that jump the backlog
+  double images_per_s = 0;   // every image, first completion to last
+};
+
+std::unique_ptr<app::Node> open_node(const Args& a, const fs::path& dir, Extractor& model, DevKafkaBroker* broker,
+                                     const Clock& clock, RandomSource& random);
+
+// Issue #17: a backlog of low-priority uploads is waiting when the stages start; while it drains,
+// `high` uploads arrive one every 100 ms. With lanes they are high priority and the backlog low;
+// FIFO is the same load with every image normal (one lane: the order of arrival).
+PriorityRun run_priority(const Args& a, const std::string& bus, bool lanes, Extractor& model,
+                         const std::vector<std::string>& photos, DevKafkaBroker* broker) {
+  const fs::path dir = fs::temp_directory_path() /
+                       ("deeplens-bench-priority-" + std::to_string(::getpid()) + "-" + bus + (lanes ? "-lanes" : "-fifo"));
   fs::remove_all(dir);
   SystemClock clock;
   SystemRandom random;
+  auto node = open_node(a, dir, model, broker, clock, random);
+  CompletionClock done;
+  auto& ctx = node->context();
+  const std::string model_name = model.info().name;
+  const auto backlog_priority = lanes ? std::optional(Priority::kLow) : std::nullopt;
+  for (size_t i = 0; i < a.backlog; ++i) upload(ctx, photos[i % photos.size()], model_name, a.thumbnails, backlog_priority);
+  if (auto st = node->start_pipeline(); !st) throw std::runtime_error(st.error().to_string());
+  node->pipeline()->notifier().add_listener(&done);
+  // The stages have begun on the backlog before the first high upload.
+  if (!done.wait_for(std::min<size_t>(a.backlog, 20), 600s)) throw std::runtime_error("priority: the backlog did not start");
+  std::vector<std::pair<std::string, SteadyClock::time_point>> high;
+  for (size_t i = 0; i < a.high; ++i) {
+    const auto t = SteadyClock::now();
+    high.emplace_back(upload(ctx, photos[(i * 7) % photos.size()], model_name, a.thumbnails,
+                             lanes ? std::optional(Priority::kHigh) : std::nullopt),
+                      t);
+    std::this_thread::sleep_for(100ms);
+  }
+  if (!done.wait_for(a.backlog + a.high, 1800s) || done.failed()) throw std::runtime_error("priority: not every image completed");
+  std::vector<double> ms;
+  for (const auto& [id, t] : high) ms.push_back(ms_between(t, done.at(id).first));
+  PriorityRun r;
+  r.high_ms = percentiles(ms);
+  r.images_per_s = static_cast<double>(a.backlog + a.high - 1) / std::chrono::duration<double>(done.last() - done.first()).count();
+  node->stop();
+  node.reset();
+  fs::remove_all(dir);
+  return r;
+}
+
+std::unique_ptr<app::Node> open_node(const Args& a, const fs::path& dir, Extractor& model, DevKafkaBroker* broker,
+                                     const Clock& clock, RandomSource& random) {
   app::NodeOptions o;
   o.data_dir = dir;
   o.run.extract_batch = a.extract_batch;
@@ -379,11 +438,24 @@ BusRun run_bus(const Args& a, const std::string& bus, Extractor& model, const st
     o.kafka = k;
   }
   const std::string model_name = model.info().name;
-  auto node = app::Node::open(o, [&](const std::string& name) -> Extractor* { return name == model_name ? &model : nullptr; },
-                              clock, random);
+  // By value: the lookup outlives this function.
+  auto node = app::Node::open(
+      o, [&model, model_name](const std::string& name) -> Extractor* { return name == model_name ? &model : nullptr; },
+      clock, random);
   if (!node) throw std::runtime_error("node: " + node.error().to_string());
+  return std::move(node).value();
+}
+
+BusRun run_bus(const Args& a, const std::string& bus, Extractor& model, const std::vector<std::string>& photos,
+               DevKafkaBroker* broker) {
+  const fs::path dir = fs::temp_directory_path() / ("deeplens-bench-pipeline-" + std::to_string(::getpid()) + "-" + bus);
+  fs::remove_all(dir);
+  SystemClock clock;
+  SystemRandom random;
+  auto node = open_node(a, dir, model, broker, clock, random);
+  const std::string model_name = model.info().name;
   CompletionClock done;
-  auto& ctx = (*node)->context();
+  auto& ctx = node->context();
   BusRun r;
 
   // Throughput: N images waiting in the first topic, then the stages drain them (uploads are
@@ -393,8 +465,8 @@ BusRun run_bus(const Args& a, const std::string& bus, Extractor& model, const st
   for (size_t i = 0; i < a.images; ++i) upload(ctx, photos[i % photos.size()], model_name, a.thumbnails);
   r.upload_s = std::chrono::duration<double>(SteadyClock::now() - u0).count();
   const auto t0 = SteadyClock::now();
-  if (auto st = (*node)->start_pipeline(); !st) throw std::runtime_error(st.error().to_string());
-  (*node)->pipeline()->notifier().add_listener(&done);
+  if (auto st = node->start_pipeline(); !st) throw std::runtime_error(st.error().to_string());
+  node->pipeline()->notifier().add_listener(&done);
   if (!done.wait_for(a.images, 1800s) || done.failed()) throw std::runtime_error("throughput: not every image completed");
   r.first_s = std::chrono::duration<double>(done.first() - t0).count();
   r.images_per_s = static_cast<double>(a.images - 1) / std::chrono::duration<double>(done.last() - done.first()).count();
@@ -413,8 +485,8 @@ BusRun run_bus(const Args& a, const std::string& bus, Extractor& model, const st
   r.e2e_ms = percentiles(e2e);
   r.overhead_ms = percentiles(overhead);
   r.extract_ms = percentiles(extract);
-  (*node)->stop();
-  node->reset();
+  node->stop();
+  node.reset();
   fs::remove_all(dir);
   return r;
 }
@@ -465,6 +537,31 @@ int run(const Args& a) {
 
   std::unique_ptr<DevKafkaBroker> broker;
   std::map<std::string, double> rates;
+  if (!a.priority_modes.empty()) {
+    for (const auto& bus : a.buses) {
+      if (bus == "kafka" && !broker) {
+        DevKafkaBrokerOptions bo;
+        for (auto t : topics::kAll) bo.topics.emplace_back(t);
+        auto b = DevKafkaBroker::start(bo);
+        if (!b) throw std::runtime_error(b.error().to_string());
+        broker = std::move(b).value();
+      }
+      std::map<std::string, PriorityRun> runs;
+      for (const auto& mode : a.priority_modes) {
+        const PriorityRun r = run_priority(a, bus, mode == "lanes", *model, photos, bus == "kafka" ? broker.get() : nullptr);
+        runs[mode] = r;
+        std::printf("%-8s %-5s %zu backlog + %zu late uploads: late upload -> completed p50 %8.1f  p99 %8.1f ms;"
+                    " throughput %7.1f images/s\n",
+                    bus.c_str(), mode.c_str(), a.backlog, a.high, r.high_ms.p50, r.high_ms.p99, r.images_per_s);
+        std::fflush(stdout);
+      }
+      if (runs.count("lanes") && runs.count("fifo"))
+        std::printf("%-8s lanes/fifo: late p50 %.3f x, p99 %.3f x; throughput %.3f x\n", bus.c_str(),
+                    runs["lanes"].high_ms.p50 / runs["fifo"].high_ms.p50, runs["lanes"].high_ms.p99 / runs["fifo"].high_ms.p99,
+                    runs["lanes"].images_per_s / runs["fifo"].images_per_s);
+    }
+    return 0;
+  }
   for (const auto& bus : a.buses) {
     if (bus == "kafka") {
       DevKafkaBrokerOptions bo;
