@@ -149,24 +149,19 @@ HttpResponse error_from(const Error& e) {
     case ErrorCode::kUnauthenticated: return error_response(401, "UNAUTHENTICATED", e.message, details);
     case ErrorCode::kUnavailable:
     case ErrorCode::kTimeout: {
-      if (const auto service = e.context.find("service"); service != e.context.end() && service->second == "blobs") {
-        // The client learns which service is down, not its address or account: those go to the log.
-        log_warn("blobs.unavailable", {{"error", e.to_string()}});
-        HttpResponse res = error_response(503, "UNAVAILABLE",
-                                          std::string("blob storage is unavailable (") + error_code_name(e.code) +
-                                              "); nothing was stored, retry later",
-                                          {{"service", "blobs"}});
-        res.headers.emplace_back("Retry-After", "5");
-        return res;
-      }
-      if (const auto service = e.context.find("service"); service != e.context.end() && service->second == "vectors") {
-        log_warn("vectors.unavailable", {{"error", e.to_string()}});
-        HttpResponse res = error_response(503, "UNAVAILABLE",
-                                          std::string("the vector store is unavailable (") + error_code_name(e.code) +
-                                              "); retry later",
-                                          {{"service", "vectors"}});
-        res.headers.emplace_back("Retry-After", "5");
-        return res;
+      // A backend the server depends on: the client learns which service is down, not its address
+      // or account (those go to the log).
+      if (const auto service = e.context.find("service"); service != e.context.end()) {
+        const bool blobs = service->second == "blobs";
+        if (blobs || service->second == "vectors") {
+          log_warn(blobs ? "blobs.unavailable" : "vectors.unavailable", {{"error", e.to_string()}});
+          HttpResponse res = error_response(503, "UNAVAILABLE",
+                                            std::string(blobs ? "blob storage" : "the vector store") + " is unavailable (" +
+                                                error_code_name(e.code) + (blobs ? "); nothing was stored, retry later" : "); retry later"),
+                                            {{"service", service->second}});
+          res.headers.emplace_back("Retry-After", "5");
+          return res;
+        }
       }
       return error_response(503, "UNAVAILABLE", e.message, details);
     }
