@@ -475,7 +475,9 @@ Status IndexStage::handle_one(const BusMessage& msg) {
       const bool permanent = index.error().code == ErrorCode::kFailedPrecondition ||
                              index.error().code == ErrorCode::kInvalidArgument;
       failure = Failure{permanent ? "COLLECTION_MISMATCH" : "INDEX_UNAVAILABLE", index.error().message, !permanent};
-    } else if (auto st = (*index)->upsert(image_id, ev.data.feature_vector); !st) {
+    } else if (auto st = (*index)->upsert_with_version(image_id, ev.data.feature_vector,
+                                                       ev.data.vector_metadata.model_version);
+               !st) {
       const ErrorCode code = st.error().code;
       const bool permanent = code == ErrorCode::kInvalidArgument || code == ErrorCode::kFailedPrecondition;
       failure = Failure{code == ErrorCode::kFailedPrecondition ? "COLLECTION_MISMATCH"

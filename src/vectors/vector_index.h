@@ -40,6 +40,12 @@ class VectorIndex {
   // Inserts or replaces the vector stored under id (idempotent). The vector is L2-normalised by
   // the index. A vector of the wrong dimension, or with NaN/Inf, is kInvalidArgument.
   virtual Status upsert(std::string_view id, std::span<const float> vector) = 0;
+  // upsert(), also recording which version of the model made the vector: Qdrant keeps it in the
+  // point's payload (modelVersion); the embedded index has nowhere to keep it and ignores it.
+  virtual Status upsert_with_version(std::string_view id, std::span<const float> vector, std::string_view model_version) {
+    (void)model_version;
+    return upsert(id, vector);
+  }
   // upsert() of every element; a later duplicate id wins. Ids, dimensions and NaN/Inf are checked
   // before anything is applied, so such a bad element rejects the whole batch (kInvalidArgument)
   // and changes nothing. Implementations override it to share one log write and one fsync and to

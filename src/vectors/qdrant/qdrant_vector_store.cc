@@ -53,10 +53,18 @@ class QdrantVectorStore::Index final : public VectorIndex {
 
   Status upsert(std::string_view id, std::span<const float> vector) override {
     const VectorUpsert one{id, vector};
-    return upsert_batch(std::span(&one, 1));
+    return write(std::span(&one, 1), {});
   }
 
-  Status upsert_batch(std::span<const VectorUpsert> batch) override {
+  Status upsert_with_version(std::string_view id, std::span<const float> vector, std::string_view model_version) override {
+    const VectorUpsert one{id, vector};
+    return write(std::span(&one, 1), model_version);
+  }
+
+  Status upsert_batch(std::span<const VectorUpsert> batch) override { return write(batch, {}); }
+
+ private:
+  Status write(std::span<const VectorUpsert> batch, std::string_view model_version) {
     if (auto st = validate_batch(batch); !st) return st;
     if (batch.empty()) return {};
     // A later duplicate wins: only the last element of each id is sent.
@@ -65,10 +73,11 @@ class QdrantVectorStore::Index final : public VectorIndex {
     json points = json::array();
     for (size_t i = 0; i < batch.size(); ++i) {
       if (last[batch[i].id] != i) continue;
+      json payload = {{"imageId", std::string(batch[i].id)}, {"tenantId", target_.tenant}, {"modelName", target_.model}};
+      if (!model_version.empty()) payload["modelVersion"] = std::string(model_version);
       points.push_back({{"id", qdrant::point_id(target_, batch[i].id, store_.options_.multitenancy)},
                         {"vector", normalised(batch[i].vector)},
-                        {"payload",
-                         {{"imageId", std::string(batch[i].id)}, {"tenantId", target_.tenant}, {"modelName", target_.model}}}});
+                        {"payload", std::move(payload)}});
     }
     const json body = {{"points", std::move(points)}};
     auto r = store_.call("PUT", points_path("?wait=true"), body);
@@ -82,6 +91,7 @@ class QdrantVectorStore::Index final : public VectorIndex {
     return completed(r, "upsert");
   }
 
+ public:
   Status remove(std::string_view id) override {
     auto r = store_.call("POST", points_path("/delete?wait=true"),
                          {{"filter", filter(qdrant::match("imageId", id))}});

@@ -95,6 +95,29 @@ TEST(QdrantFailures, ACollectionReplacedByOneOfAnotherDimensionIsNamedAsSuch) {
   EXPECT_TRUE(server.violations().empty());
 }
 
+TEST(QdrantFailures, APointCarriesImageTenantModelAndModelVersionInItsPayload) {
+  QdrantServer server;
+  auto store = QdrantVectorStore::open(options_for(server));
+  const std::string tenant = "payload-" + std::to_string(::getpid());
+  const std::string name = collection_name(tenant, "resnet50");
+  auto index = store->open_collection(name, 4);
+  ASSERT_TRUE(index.ok()) << index.error().to_string();
+  ASSERT_TRUE((*index)->upsert_with_version("img_a", std::vector<float>{1, 0, 0, 0}, "v2.7").ok());
+  auto r = store->call("POST", "/collections/" + name + "/points/scroll",
+                       {{"filter", {{"must", {{{"key", "tenantId"}, {"match", {{"value", tenant}}}}}}}},
+                        {"with_payload", true},
+                        {"limit", 10}});
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  ASSERT_EQ((*r)["points"].size(), 1u);
+  const auto& point = (*r)["points"][0];
+  EXPECT_EQ(point["id"], qdrant::uuid_v5(qdrant::kPointNamespace, "img_a"));
+  EXPECT_EQ(point["payload"]["imageId"], "img_a");
+  EXPECT_EQ(point["payload"]["tenantId"], tenant);
+  EXPECT_EQ(point["payload"]["modelName"], "resnet50");
+  EXPECT_EQ(point["payload"]["modelVersion"], "v2.7");
+  EXPECT_TRUE(server.violations().empty());
+}
+
 TEST(QdrantFailures, ASlowServerTimesOutWithinTheConfiguredTimeout) {
   QdrantServer server;
   REQUIRE_STANDIN(server);
