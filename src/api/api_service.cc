@@ -120,6 +120,13 @@ const RouteSpec kRouteSpecs[] = {
      &ApiService::get_webhook_delivery},
     {"POST", "/api/v1/webhooks/{id}/deliveries/{deliveryId}/redeliver", false, true, "redeliver_webhook_delivery",
      &ApiService::redeliver_webhook_delivery},
+    {"GET", "/api/v1/jobs", false, true, "jobs", &ApiService::jobs},
+    {"GET", "/api/v1/dead-letters", false, true, "list_dead_letters", &ApiService::list_dead_letters},
+    {"POST", "/api/v1/dead-letters/replay", false, true, "replay_dead_letters", &ApiService::replay_dead_letters},
+    {"POST", "/api/v1/dead-letters/{id}/replay", false, true, "replay_dead_letter", &ApiService::replay_dead_letter},
+    // The web UI: static files, public (it signs in with an API key of its own).
+    {"GET", "/", false, false, "web_ui", &ApiService::web_ui},
+    {"GET", "/ui/{file}", false, false, "web_ui", &ApiService::web_ui},
 };
 
 std::vector<std::pair<std::string, std::string>> ApiService::route_table() {

@@ -104,6 +104,12 @@ class ApiService {
   HttpResponse list_webhook_deliveries(HttpRequest& req);
   HttpResponse get_webhook_delivery(HttpRequest& req);
   HttpResponse redeliver_webhook_delivery(HttpRequest& req);
+  // jobs_api.cc
+  HttpResponse jobs(HttpRequest& req);
+  HttpResponse list_dead_letters(HttpRequest& req);
+  HttpResponse replay_dead_letter(HttpRequest& req);
+  HttpResponse replay_dead_letters(HttpRequest& req);
+  HttpResponse web_ui(HttpRequest& req);
 
   // Turns the webhook routes on (before the server starts).
   void enable_webhooks(WebhookApiContext context);

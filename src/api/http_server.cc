@@ -517,7 +517,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     keep_alive = keep_alive && !server_.draining;
     auto out = std::make_shared<http::response<http::string_body>>(static_cast<http::status>(res.status), 11);
     out->set(http::field::server, "deeplens");
-    out->set(http::field::content_type, res.content_type);
+    if (!res.content_type.empty()) out->set(http::field::content_type, res.content_type);
     out->set("X-Content-Type-Options", "nosniff");
     for (auto& [k, v] : res.headers) out->set(k, v);
     out->body() = std::move(res.body);

@@ -64,26 +64,22 @@ void register_ops_commands(CLI::App& root, GlobalFlags& flags, int* exit_code) {
     }
     auto rt = open_operator_runtime(flags, exit_code);
     if (!rt) return;
-    std::vector<int64_t> ids;
+    int replayed = 0;
     if (*replay_all) {
-      auto letters = rt->node->store().list_dead_letters(false, 100000);
-      if (!letters) {
-        std::cerr << "error: " << letters.error().message << "\n";
+      auto outcome = replay_dead_letters(rt->node->context(), "");
+      if (!outcome) {
+        std::cerr << "error: " << outcome.error().message << "\n";
         *exit_code = 1;
         return;
       }
-      for (const auto& d : *letters) ids.push_back(d.id);
+      replayed = outcome->replayed;
+      for (const auto& [letter, error] : outcome->failed) std::cerr << "dead letter " << letter << ": " << error.message << "\n";
+      if (!outcome->failed.empty()) *exit_code = 1;
+    } else if (auto st = replay_dead_letter(rt->node->context(), *id); !st) {
+      std::cerr << "dead letter " << *id << ": " << st.error().message << "\n";
+      *exit_code = 1;
     } else {
-      ids.push_back(*id);
-    }
-    int replayed = 0;
-    for (int64_t i : ids) {
-      if (auto st = replay_dead_letter(rt->node->context(), i); !st) {
-        std::cerr << "dead letter " << i << ": " << st.error().message << "\n";
-        *exit_code = 1;
-      } else {
-        ++replayed;
-      }
+      replayed = 1;
     }
     std::cout << "replayed " << replayed << " dead letter(s)\n";
   });

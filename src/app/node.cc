@@ -121,29 +121,22 @@ void Node::register_gauges() {
   metrics_.describe("deeplens_index_vectors", "gauge", "vectors per collection");
   metrics_.describe("deeplens_images", "gauge", "images by status");
   metrics_.add_collector([this](Metrics& m) {
-    const std::pair<const char*, std::vector<std::string>> stages[] = {
-        {groups::kOrchestrator, lane_topics(topics::kImagesUploaded)},
-        {groups::kThumbnailer, lane_topics(topics::kImagesUploaded)},
-        {groups::kExtractor, lane_topics(topics::kFeaturesExtraction)},
-        {groups::kIndexer, {std::string(topics::kVectorsIndexing)}},
-        {groups::kNotifier, {std::string(topics::kProcessingCompleted), std::string(topics::kProcessingFailed)}},
-        {groups::kRetry, {std::string(topics::kProcessingFailed)}},
-    };
-    for (const auto& [group, topic_list] : stages) {
+    for (const auto& queue : stage_queues()) {
       if (!bus_) break;
       int64_t total = 0;
       bool known = true;
-      for (const auto& topic : topic_list) {
-        auto lag = bus_->lag(group, {topic});
+      for (const auto& topic : queue.topics) {
+        auto lag = bus_->lag(queue.group, {topic});
         if (!lag || *lag < 0) {
           known = false;
           continue;
         }
         total += *lag;
-        if (topic_list.size() == 3)  // a stage with priority lanes
-          m.set("deeplens_lane_depth", {{"group", group}, {"lane", priority_name(lane_of(topic))}}, static_cast<double>(*lag));
+        if (queue.laned())
+          m.set("deeplens_lane_depth", {{"group", queue.group}, {"lane", priority_name(lane_of(topic))}},
+                static_cast<double>(*lag));
       }
-      if (known) m.set("deeplens_queue_depth", {{"group", group}}, static_cast<double>(total));
+      if (known) m.set("deeplens_queue_depth", {{"group", queue.group}}, static_cast<double>(total));
     }
     if (vectors_)
       for (const auto& c : vectors_->stats())

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "blob/blob_store.h"
 #include "common/clock.h"
@@ -54,5 +55,17 @@ inline constexpr const char* kIndexer = "deeplens.indexer";
 inline constexpr const char* kNotifier = "deeplens.notifier";
 inline constexpr const char* kRetry = "deeplens.retry";
 }  // namespace groups
+
+// What each stage consumes: its consumer group, the step it records (empty: none), and its topics
+// (a stage with priority lanes lists its three lane topics, highest first). One table for the
+// queue-depth gauges (/metrics) and the jobs API.
+struct StageQueue {
+  const char* stage;  // "orchestrate", "thumbnail", "extract", "index", "notify", "retry"
+  const char* group;
+  const char* step;   // the steps table's name of its work, or ""
+  std::vector<std::string> topics;
+  bool laned() const { return topics.size() == kPriorities.size(); }
+};
+const std::vector<StageQueue>& stage_queues();
 
 }  // namespace deeplens

@@ -1,6 +1,7 @@
 #include "pipeline/ingest.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "common/log.h"
 #include "events/codec.h"
@@ -109,6 +110,29 @@ Status replay_dead_letter(PipelineContext& ctx, int64_t id) {
   log_info("dead_letter.replayed", {{"id", static_cast<long long>(id)}, {"imageId", letter->image_id},
                                     {"topic", letter->topic}});
   return {};
+}
+
+Result<ReplayOutcome> replay_dead_letters(PipelineContext& ctx, const std::string& tenant_id) {
+  ReplayOutcome out;
+  // In pages: a replayed letter leaves the open list, so each page starts again from the oldest
+  // open one; letters that failed to replay stay open, so the page is widened to skip past them.
+  constexpr int kPage = 500;
+  std::set<int64_t> failed;
+  while (true) {
+    const int limit = kPage + static_cast<int>(failed.size());
+    auto letters = ctx.store.list_dead_letters(false, limit, tenant_id);
+    if (!letters) return std::move(letters).error();
+    for (const auto& d : *letters) {
+      if (failed.count(d.id)) continue;
+      if (auto st = replay_dead_letter(ctx, d.id); !st) {
+        failed.insert(d.id);
+        out.failed.emplace_back(d.id, st.error());
+      } else {
+        ++out.replayed;
+      }
+    }
+    if (static_cast<int>(letters->size()) < limit) return out;  // that was the last page
+  }
 }
 
 }  // namespace deeplens

@@ -38,4 +38,13 @@ std::string sanitize_file_name(std::string_view name);
 // Replays a dead letter: the original event again with a new eventId and attempt 1.
 Status replay_dead_letter(PipelineContext& ctx, int64_t id);
 
+// Replays every dead letter not yet replayed, oldest first: one tenant's, or with tenant_id empty
+// all of them (`deeplens dlq replay --all`, POST /api/v1/dead-letters/replay). One that fails to
+// replay does not stop the others; it is reported with its error.
+struct ReplayOutcome {
+  int replayed = 0;
+  std::vector<std::pair<int64_t, Error>> failed;
+};
+Result<ReplayOutcome> replay_dead_letters(PipelineContext& ctx, const std::string& tenant_id);
+
 }  // namespace deeplens

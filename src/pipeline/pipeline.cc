@@ -89,6 +89,18 @@ Status Pipeline::start() {
   return {};
 }
 
+const std::vector<StageQueue>& stage_queues() {
+  static const std::vector<StageQueue> kQueues = {
+      {"orchestrate", groups::kOrchestrator, "", lane_topics(topics::kImagesUploaded)},
+      {"thumbnail", groups::kThumbnailer, "thumbnail", lane_topics(topics::kImagesUploaded)},
+      {"extract", groups::kExtractor, "feature_extraction", lane_topics(topics::kFeaturesExtraction)},
+      {"index", groups::kIndexer, "vector_indexing", {std::string(topics::kVectorsIndexing)}},
+      {"notify", groups::kNotifier, "", {std::string(topics::kProcessingCompleted), std::string(topics::kProcessingFailed)}},
+      {"retry", groups::kRetry, "", {std::string(topics::kProcessingFailed)}},
+  };
+  return kQueues;
+}
+
 void Pipeline::stop() {
   // Upstream first: stop taking new work, then let downstream drain what is in hand.
   for (auto it = runners_.rbegin(); it != runners_.rend(); ++it) (*it)->stop();

@@ -166,6 +166,14 @@ struct ScheduledRetry {
   OutboxMessage message;
 };
 
+// What the pipeline's steps are doing (the jobs page): steps running now, and completed since a
+// time, per step name ("feature_extraction", "vector_indexing", "thumbnail").
+struct StepActivity {
+  std::string step;
+  int64_t running = 0;
+  int64_t completed = 0;
+};
+
 struct ImagePage {
   std::vector<ImageRecord> images;
   std::string next_cursor;  // empty at the end
@@ -271,6 +279,8 @@ class MetadataStore {
   virtual Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() = 0;
   // Mean duration of the last `window` completed steps of this kind (ms), for time estimates.
   virtual Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) = 0;
+  // Every step name with running steps or steps completed at or after `since`.
+  virtual Result<std::vector<StepActivity>> step_activity(Timestamp since) = 0;
   // The pipeline's queue around `image`, across tenants (the lanes are shared), for the time
   // estimates (pipeline/eta.h).
   virtual Result<ExtractionBacklog> extraction_backlog(const ImageRecord& image, Timestamp since) = 0;
@@ -291,7 +301,11 @@ class MetadataStore {
   // Moves due retries into the outbox (one transaction) and returns how many moved.
   virtual Result<int> release_due_retries(Timestamp now, int limit) = 0;
   virtual Result<std::optional<Timestamp>> next_retry_due() = 0;
-  virtual Result<std::vector<DeadLetter>> list_dead_letters(bool include_replayed, int limit) = 0;
+  // Oldest first. tenant_id empty: every tenant's (and the undecodable ones, which have none).
+  virtual Result<std::vector<DeadLetter>> list_dead_letters(bool include_replayed, int limit,
+                                                            const std::string& tenant_id = "") = 0;
+  // Retries waiting for their time, soonest first (the message is the event to re-send).
+  virtual Result<std::vector<ScheduledRetry>> list_scheduled_retries(int limit) = 0;
   virtual Result<DeadLetter> get_dead_letter(int64_t id) = 0;
   // One transaction: marks the letter replayed, sets its image back to processing (unless it
   // completed meanwhile) and enqueues message.

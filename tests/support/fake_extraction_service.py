@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """A small real HTTP feature-extraction service for tests (the spec's /extract-features contract).
 
-  /usr/bin/python3 fake_extraction_service.py [--request-log FILE]
+  /usr/bin/python3 fake_extraction_service.py [--request-log FILE] [--port N]
 
-Binds 127.0.0.1 on a free port and prints "PORT <n>" on stdout once it accepts connections.
+Binds 127.0.0.1 on a free port (or N) and prints "PORT <n>" on stdout once it accepts connections.
 POST /<mode>/extract-features with {"imageId", "modelName", "image" (base64), "normalize"}:
 
   ok/dim/<n>   200 {"features": the decoded image bytes as numbers, zero-padded/truncated to n,
@@ -101,9 +101,11 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--request-log")
+    parser.add_argument("--port", type=int, default=0, help="a fixed port (a client configured before it started)")
     args = parser.parse_args()
     Handler.request_log = args.request_log
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    ThreadingHTTPServer.allow_reuse_address = True
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print("PORT %d" % server.server_address[1], flush=True)

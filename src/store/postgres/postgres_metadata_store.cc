@@ -224,6 +224,8 @@ CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, creat
 )sql"},
     // The images still in the pipeline, for the priority lanes' time estimates.
     {6, "CREATE INDEX images_waiting ON images(created_at) WHERE status IN ('uploaded', 'processing');"},
+    // The steps running now, per step, for the jobs page (GET /api/v1/jobs).
+    {7, "CREATE INDEX steps_running ON steps(step) WHERE status = 'running';"},
 };
 
 
@@ -1120,6 +1122,23 @@ Result<std::vector<std::pair<std::string, int64_t>>> PostgresMetadataStore::coun
   return out;
 }
 
+Result<std::vector<StepActivity>> PostgresMetadataStore::step_activity(Timestamp since) {
+  std::vector<StepActivity> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    auto rows = w.exec_params(
+        "SELECT step, SUM(running)::bigint, SUM(completed)::bigint FROM ("
+        " SELECT step, COUNT(*) AS running, 0 AS completed FROM steps WHERE status = 'running' GROUP BY step"
+        " UNION ALL SELECT step, 0, COUNT(*) FROM steps WHERE status = 'completed' AND completed_at >= $1 GROUP BY step) a"
+        " GROUP BY step ORDER BY step",
+        to_ms(since));
+    for (const auto& row : rows) out.push_back(StepActivity{text(row[0]), int64(row[1]), int64(row[2])});
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
 Result<std::optional<double>> PostgresMetadataStore::recent_step_duration_ms(const std::string& step, int window) {
   std::optional<double> out;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
@@ -1248,15 +1267,31 @@ Result<std::optional<Timestamp>> PostgresMetadataStore::next_retry_due() {
   return out;
 }
 
-Result<std::vector<DeadLetter>> PostgresMetadataStore::list_dead_letters(bool include_replayed, int limit) {
+Result<std::vector<DeadLetter>> PostgresMetadataStore::list_dead_letters(bool include_replayed, int limit,
+                                                                       const std::string& tenant_id) {
   std::vector<DeadLetter> out;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
     out.clear();
-    std::string sql = std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters";
-    if (!include_replayed) sql += " WHERE replayed_at IS NULL";
+    std::string sql = std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters WHERE ($2 = '' OR tenant_id = $2)";
+    if (!include_replayed) sql += " AND replayed_at IS NULL";
     sql += " ORDER BY id LIMIT $1";
-    for (const auto& row : w.exec_params(sql, static_cast<int64_t>(std::max(0, limit))))
+    for (const auto& row : w.exec_params(sql, static_cast<int64_t>(std::max(0, limit)), tenant_id))
       out.push_back(read_dead_letter(row));
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::vector<ScheduledRetry>> PostgresMetadataStore::list_scheduled_retries(int limit) {
+  std::vector<ScheduledRetry> out;
+  auto st = impl_->run([&](pqxx::work& w) -> Status {
+    out.clear();
+    for (const auto& row : w.exec_params("SELECT id, due_at, topic, key, headers, payload FROM scheduled_retries"
+                                         " ORDER BY due_at, id LIMIT $1",
+                                         static_cast<int64_t>(std::max(0, limit))))
+      out.push_back(ScheduledRetry{int64(row[0]), from_ms(int64(row[1])),
+                                   OutboxMessage{text(row[2]), text(row[3]), bytes(row[5]), headers_from_json(text(row[4]))}});
     return {};
   });
   if (!st) return std::move(st).error();

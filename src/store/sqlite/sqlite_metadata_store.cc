@@ -186,6 +186,8 @@ CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, creat
 )sql"},
       // The images still in the pipeline, for the priority lanes' time estimates.
       {6, "CREATE INDEX images_waiting ON images(created_at) WHERE status IN ('uploaded', 'processing');"},
+      // The steps running now, per step, for the jobs page (GET /api/v1/jobs).
+      {7, "CREATE INDEX steps_running ON steps(step) WHERE status = 'running';"},
   };
   return kMigrations;
 }
@@ -784,6 +786,28 @@ Result<std::vector<std::pair<std::string, int64_t>>> SqliteMetadataStore::count_
   return out;
 }
 
+Result<std::vector<StepActivity>> SqliteMetadataStore::step_activity(Timestamp since) {
+  std::vector<StepActivity> out;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    // Two index-only counts: steps_running and steps_recent (both partial indexes on status).
+    auto q = c.prepare(
+        "SELECT step, SUM(running), SUM(completed) FROM ("
+        " SELECT step, COUNT(*) AS running, 0 AS completed FROM steps WHERE status = 'running' GROUP BY step"
+        " UNION ALL SELECT step, 0, COUNT(*) FROM steps WHERE status = 'completed' AND completed_at >= ? GROUP BY step)"
+        " GROUP BY step ORDER BY step");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, to_ms(since));
+    while (true) {
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) return {};
+      out.push_back(StepActivity{(*q)->text(0), (*q)->int64(1), (*q)->int64(2)});
+    }
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
 Result<std::optional<double>> SqliteMetadataStore::recent_step_duration_ms(const std::string& step, int window) {
   std::optional<double> out;
   auto st = db_.read([&](SqliteConnection& c) -> Status {
@@ -932,20 +956,41 @@ Result<std::optional<Timestamp>> SqliteMetadataStore::next_retry_due() {
   return out;
 }
 
-Result<std::vector<DeadLetter>> SqliteMetadataStore::list_dead_letters(bool include_replayed, int limit) {
+Result<std::vector<DeadLetter>> SqliteMetadataStore::list_dead_letters(bool include_replayed, int limit,
+                                                                     const std::string& tenant_id) {
   std::vector<DeadLetter> out;
   auto st = db_.read([&](SqliteConnection& c) -> Status {
-    std::string sql = std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters";
-    if (!include_replayed) sql += " WHERE replayed_at IS NULL";
-    sql += " ORDER BY id LIMIT ?";
+    std::string sql = std::string("SELECT ") + kDeadLetterColumns + " FROM dead_letters WHERE 1 = 1";
+    if (!include_replayed) sql += " AND replayed_at IS NULL";
+    if (!tenant_id.empty()) sql += " AND tenant_id = ?2";
+    sql += " ORDER BY id LIMIT ?1";
     auto q = c.prepare(sql);
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, static_cast<int64_t>(limit));
+    if (!tenant_id.empty()) (*q)->bind(2, tenant_id);
+    while (true) {
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      if (!*row) return {};
+      out.push_back(read_dead_letter(**q));
+    }
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
+Result<std::vector<ScheduledRetry>> SqliteMetadataStore::list_scheduled_retries(int limit) {
+  std::vector<ScheduledRetry> out;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    auto q = c.prepare("SELECT id, due_at, topic, key, headers, payload FROM scheduled_retries ORDER BY due_at, id LIMIT ?");
     if (!q) return std::move(q).error();
     (*q)->bind(1, static_cast<int64_t>(limit));
     while (true) {
       auto row = (*q)->step();
       if (!row) return std::move(row).error();
       if (!*row) return {};
-      out.push_back(read_dead_letter(**q));
+      out.push_back(ScheduledRetry{(*q)->int64(0), from_ms((*q)->int64(1)),
+                                   OutboxMessage{(*q)->text(2), (*q)->text(3), (*q)->text(5), headers_from_json((*q)->text(4))}});
     }
   });
   if (!st) return std::move(st).error();

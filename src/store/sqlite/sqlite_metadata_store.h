@@ -55,6 +55,7 @@ class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
                       const WebhookEvent* deleted = nullptr) override;
   Result<std::vector<std::pair<std::string, int64_t>>> count_by_status() override;
   Result<std::optional<double>> recent_step_duration_ms(const std::string& step, int window) override;
+  Result<std::vector<StepActivity>> step_activity(Timestamp since) override;
   Result<ExtractionBacklog> extraction_backlog(const ImageRecord& image, Timestamp since) override;
   Result<std::vector<OutboxRow>> pending_outbox(const std::string& relay_id, int limit,
                                                 std::chrono::milliseconds lease) override;
@@ -62,7 +63,9 @@ class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
   Result<int64_t> outbox_backlog() override;
   Result<int> release_due_retries(Timestamp now, int limit) override;
   Result<std::optional<Timestamp>> next_retry_due() override;
-  Result<std::vector<DeadLetter>> list_dead_letters(bool include_replayed, int limit) override;
+  Result<std::vector<DeadLetter>> list_dead_letters(bool include_replayed, int limit,
+                                                    const std::string& tenant_id) override;
+  Result<std::vector<ScheduledRetry>> list_scheduled_retries(int limit) override;
   Result<DeadLetter> get_dead_letter(int64_t id) override;
   Status replay_dead_letter(int64_t id, const OutboxMessage& message) override;
   Status trim_processed(Timestamp before) override;

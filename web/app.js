@@ -30,6 +30,17 @@ function toast(text) {
 }
 
 const badge = (status) => el("span.badge." + status, { "data-status": status }, status);
+
+// The pipeline phase an image is in, from its status and steps: uploaded -> extracting -> indexing
+// -> completed / failed.
+function phase(s) {
+  if (s.status !== "processing") return s.status;
+  const steps = s.processingSteps || [];
+  const open = (name) => steps.some((x) => x.step === name && x.status !== "completed");
+  if (open("feature_extraction") || !steps.length) return "extracting";
+  if (open("vector_indexing")) return "indexing";
+  return "processing";
+}
 const errorText = (e) => (e instanceof ApiError ? e.message : String(e));
 
 function page(title, ...content) {
@@ -67,7 +78,7 @@ function signIn() {
 
 function stepsText(status) {
   return (status.processingSteps || [])
-    .map((s) => `${s.step} ${s.status}` + (s.duration !== undefined ? ` ${s.duration} ms` : "") +
+    .map((s) => `${s.step.replace("_", " ")} ${s.status}` + (s.duration !== undefined ? ` ${s.duration} ms` : "") +
       (s.lastError ? ` (${s.lastError})` : ""))
     .join(" · ");
 }
@@ -78,7 +89,7 @@ function uploadPage() {
   const stop = onStatus((d) => {
     const row = rows.get(d.imageId);
     if (!row) return;
-    row.state.replaceWith(row.state = badge(d.status));
+    row.state.replaceWith(row.state = badge(phase(d)));
     row.steps.textContent = stepsText(d);
   });
   const chooser = el("input", { type: "file", id: "files", multiple: true, accept: "image/*", class: "sr" });
@@ -98,7 +109,8 @@ function uploadPage() {
           row.state.replaceWith(row.state = badge(r.status));
           // The event may have come before the upload answered: read the status once.
           api("GET", `/api/v1/images/${r.imageId}/status`).then((s) => {
-            row.state.replaceWith(row.state = badge(s.status));
+            if (row.state.dataset.status === "completed" || row.state.dataset.status === "failed") return;
+            row.state.replaceWith(row.state = badge(phase(s)));
             row.steps.textContent = stepsText(s);
           }).catch(() => {});
         })
@@ -115,8 +127,8 @@ function uploadPage() {
     ondragover: (e) => { e.preventDefault(); drop.classList.add("over"); },
     ondragleave: () => drop.classList.remove("over"),
     ondrop: (e) => { e.preventDefault(); drop.classList.remove("over"); start(e.dataTransfer.files); },
-  }, el("p", {}, "Drop photos here, or"),
-  el("label", { for: "files", class: "button-like" }, el("span", {}, "choose files")), chooser);
+  }, el("p", {}, "Drop photos here, or"), chooser,
+  el("label", { for: "files", class: "button-like" }, el("span", {}, "choose files")));
   page("Upload", drop, el("div.card", {}, list));
   return stop;
 }
@@ -137,7 +149,7 @@ async function tile(img, onDelete) {
   return el("div.tile", { "data-image-id": img.imageId },
     el("a", { href: `#/image/${img.imageId}` }, pic),
     el("div.meta", {}, el("span.name", {}, img.fileName), badge(img.status)),
-    el("div.meta", {}, del));
+    el("div.meta", {}, el("a.button-like.secondary", { href: `#/search?image=${img.imageId}`, "aria-label": "Similar to " + img.fileName }, "Similar"), del));
 }
 
 async function galleryPage(params) {
@@ -179,23 +191,24 @@ function results(hits) {
 }
 
 async function imagePage(id) {
-  page("Image " + id);
+  page("Image");
   try {
     const [img, status] = await Promise.all([api("GET", `/api/v1/images/${id}`), api("GET", `/api/v1/images/${id}/status`)]);
+    main.querySelector("h1").textContent = img.fileName;
     const pic = el("img.picture", { alt: img.fileName });
     imageUrl(img.contentUrl).then((u) => { pic.src = u; }).catch(() => {});
     const meta = el("table", {}, el("tbody", {}, ...[
-      ["File", img.fileName], ["Status", status.status], ["Size", `${img.width} × ${img.height}, ${img.fileSize} bytes`],
+      ["Image id", img.imageId], ["Status", status.status], ["Size", `${img.width} × ${img.height}, ${img.fileSize} bytes`],
       ["Format", img.format], ["Models", img.models.join(", ")], ["Uploaded", img.createdAt],
       ["Searchable since", img.searchableAfter || "—"]].map(([k, v]) => el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v)))));
     const steps = el("table", {}, el("thead", {}, el("tr", {}, ...["Step", "Model", "Status", "Attempts", "Duration", "Error"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...status.processingSteps.map((s) => el("tr", {}, el("td", {}, s.step), el("td", {}, s.modelName || ""),
         el("td", {}, s.status), el("td", {}, s.attempts), el("td", {}, s.duration !== undefined ? s.duration + " ms" : ""),
         el("td", {}, s.lastError || "")))));
-    const similar = el("section", { "aria-label": "Similar images" }, el("h2", {}, "Similar images"));
+    const similar = el("section", { "aria-labelledby": "similar-title" }, el("h2", { id: "similar-title" }, "Similar images"));
     main.append(el("div.card", {}, pic, meta), el("div.card.table-wrap", {}, el("h2", {}, "Processing steps"), steps), el("div.card", {}, similar));
     if (status.status === "completed") {
-      const r = await api("POST", "/api/v1/search", { imageId: id, topK: 12 });
+      const r = await similarTo(id);
       similar.append(results(r.results));
     } else {
       similar.append(el("p", {}, "Searchable once processing has completed."));
@@ -203,59 +216,97 @@ async function imagePage(id) {
   } catch (e) { main.append(el("p.error", { role: "alert" }, errorText(e))); }
 }
 
+// Images like one of the tenant's own: its picture is the query, so it comes first (score 1).
+async function similarTo(id, topK = 12, model = "") {
+  const content = await fetch(`/api/v1/images/${id}/content`, { headers: { Authorization: "Bearer " + session.key() } });
+  if (!content.ok) throw new ApiError(content.status, null);
+  const f = new FormData();
+  f.append("file", await content.blob(), id);
+  f.append("topK", String(topK));
+  if (model) f.append("model", model);
+  return api("POST", "/api/v1/search", f);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Search by an image file
 
-function searchPage() {
+function searchPage(params) {
+  const picked = params.get("image");
   const file = el("input", { type: "file", id: "query", accept: "image/*" });
-  const model = el("input", { type: "text", id: "model", placeholder: "default" });
+  const model = el("input", { type: "text", id: "model", placeholder: "the default model" });
   const topK = el("input", { type: "number", id: "topk", min: "1", max: "100", value: "12" });
   const out = el("div", { "aria-live": "polite" });
+  const show = (r) => out.replaceChildren(el("p", {}, `${r.results.length} results (model ${r.model}, ${r.searchMs} ms)`), results(r.results));
+  const fail = (err) => out.replaceChildren(el("p.error", { role: "alert" }, errorText(err)));
+  const run = async (query) => {
+    out.replaceChildren(el("p", {}, "Searching…"));
+    try { show(await query()); } catch (err) { fail(err); }
+  };
   const form = el("form.card", {
-    onsubmit: async (e) => {
+    onsubmit: (e) => {
       e.preventDefault();
-      if (!file.files.length) return;
-      const f = new FormData();
-      f.append("file", file.files[0], file.files[0].name);
-      f.append("topK", topK.value);
-      if (model.value.trim()) f.append("model", model.value.trim());
-      out.replaceChildren(el("p", {}, "Searching…"));
-      try {
-        const r = await api("POST", "/api/v1/search", f);
-        out.replaceChildren(el("p", {}, `${r.results.length} results (model ${r.model})`), results(r.results));
-      } catch (err) { out.replaceChildren(el("p.error", { role: "alert" }, errorText(err))); }
+      if (file.files.length) {
+        const f = new FormData();
+        f.append("file", file.files[0], file.files[0].name);
+        f.append("topK", topK.value);
+        if (model.value.trim()) f.append("model", model.value.trim());
+        run(() => api("POST", "/api/v1/search", f));
+      } else if (picked) {
+        run(() => similarTo(picked, Number(topK.value), model.value.trim()));
+      }
     },
-  }, el("label", { for: "query" }, "Image"), file, el("div.row", {},
+  }, el("label", { for: "query" }, "Image (drop a file here or pick one; or use “Similar” in the gallery)"), file, el("div.row", {},
     el("div", {}, el("label", { for: "model" }, "Model"), model),
     el("div", {}, el("label", { for: "topk" }, "Results"), topK)), el("p", {}, el("button", { type: "submit" }, "Search")));
+  form.addEventListener("dragover", (e) => e.preventDefault());
+  form.addEventListener("drop", (e) => {
+    e.preventDefault();
+    if (e.dataTransfer.files.length) { file.files = e.dataTransfer.files; form.requestSubmit(); }
+  });
   page("Search", form, out);
+  if (picked) {
+    const pic = el("img.query", { alt: "Query image" });
+    imageUrl(`/api/v1/images/${picked}/thumbnail`).then((u) => { pic.src = u; }).catch(() => {});
+    const link = el("a", { href: `#/image/${picked}` }, picked);
+    api("GET", `/api/v1/images/${picked}`).then((img) => { link.textContent = img.fileName; }).catch(() => {});
+    form.prepend(el("p", {}, pic, " Similar to ", link));
+    run(() => similarTo(picked, Number(topK.value)));
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Jobs: stage and lane stats (live), dead letters with retry
 
 async function jobsPage() {
-  const stats = el("div.card.table-wrap", { "aria-live": "polite" });
+  const stats = el("div.card.table-wrap");
   const letters = el("div.card.table-wrap");
+  const retrying = el("div.card.table-wrap");
+  const result = el("p", { role: "status", id: "replay-result" });
   const retryAll = el("button", {
     type: "button",
     onclick: async () => {
       try {
         const r = await api("POST", "/api/v1/dead-letters/replay");
-        toast(`${r.replayed} replayed`);
+        result.textContent = `${r.replayed} replayed` + (r.failed.length ? `, ${r.failed.length} could not be: ` + r.failed.map((f) => `${f.id} (${f.error})`).join(", ") : "");
         await loadLetters();
-      } catch (e) { toast(errorText(e)); }
+      } catch (e) { result.textContent = errorText(e); }
     },
   }, "Retry all failed");
-  page("Jobs", stats, el("div.row", {}, retryAll), letters);
+  page("Jobs", stats, el("div.row", {}, retryAll, result), letters, retrying);
+  const cell = (v) => el("td", {}, v === null || v === undefined ? "—" : v);
   async function loadStats() {
     try {
       const r = await api("GET", "/api/v1/jobs");
+      const rows = [];
+      for (const s of r.stages) {
+        const lanes = (s.lanes || []).map((l) => `${l.lane} ${l.queued ?? "?"}`).join(" · ");
+        rows.push(el("tr", { "data-stage": s.stage }, el("th", { scope: "row" }, s.stage), cell(s.queued), cell(lanes || null),
+          cell(s.inFlight), cell(s.perSecond === undefined ? null : s.perSecond.toFixed(2))));
+      }
       stats.replaceChildren(el("h2", {}, "Stages"), el("table", {},
-        el("thead", {}, el("tr", {}, ...["Stage", "Lane", "Queued", "In flight", "Per second", "Consumer lag"].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, ...r.stages.map((s) => el("tr", {}, el("td", {}, s.stage), el("td", {}, s.lane || "—"),
-          el("td", {}, s.queued ?? "?"), el("td", {}, s.inFlight ?? "?"), el("td", {}, s.throughput?.toFixed?.(1) ?? "?"),
-          el("td", {}, s.lag ?? "?"))))));
+        el("thead", {}, el("tr", {}, ...["Stage", "Queued (consumer lag)", "Per lane", "In flight", `Per second (last ${r.throughputWindowSeconds} s)`].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...rows)),
+        el("p", {}, `${r.deadLetters} failed, ${r.retrying} waiting for a retry`));
     } catch (e) { stats.replaceChildren(el("p.error", { role: "alert" }, errorText(e))); }
   }
   async function loadLetters() {
@@ -263,26 +314,32 @@ async function jobsPage() {
       const r = await api("GET", "/api/v1/dead-letters");
       const rows = r.deadLetters.map((d) => {
         const retry = el("button.secondary", {
-          type: "button", "aria-label": "Retry " + d.imageId,
+          type: "button", "aria-label": "Retry " + (d.imageId || d.id),
           onclick: async () => {
             try {
               await api("POST", `/api/v1/dead-letters/${d.id}/replay`);
-              toast("replayed " + d.imageId);
+              result.textContent = "replayed " + (d.imageId || d.id);
               await loadLetters();
-            } catch (e) { toast(errorText(e)); }
+            } catch (e) { result.textContent = errorText(e); }
           },
         }, "Retry");
-        return el("tr", { "data-image-id": d.imageId }, el("td", {}, el("a", { href: `#/image/${d.imageId}` }, d.imageId)),
-          el("td", {}, d.stage), el("td", {}, `${d.errorCode}: ${d.errorMessage}`), el("td", {}, d.attempts),
-          el("td", {}, d.nextAttemptAt || "—"), el("td", {}, retry));
+        return el("tr", { "data-image-id": d.imageId || "" },
+          el("td", {}, d.imageId ? el("a", { href: `#/image/${d.imageId}` }, d.imageId) : "(undecodable)"),
+          cell(d.stage), el("td", {}, badge("failed"), " ", `${d.errorCode}: ${d.errorMessage}`), cell(d.attempts), cell(d.createdAt), el("td", {}, retry));
       });
-      letters.replaceChildren(el("h2", {}, "Failed and retrying images"), rows.length ? el("table", {},
-        el("thead", {}, el("tr", {}, ...["Image", "Stage", "Error", "Attempts", "Next attempt", ""].map((h) => el("th", { scope: "col" }, h)))),
+      letters.replaceChildren(el("h2", {}, "Failed images"), rows.length ? el("table", { "aria-label": "Failed images" },
+        el("thead", {}, el("tr", {}, ...["Image", "Stage", "Error", "Attempts", "Failed at", ""].map((h) => el("th", { scope: "col" }, h)))),
         el("tbody", {}, ...rows)) : el("p", {}, "Nothing failed."));
+      const waiting = r.retrying.map((x) => el("tr", { "data-image-id": x.imageId },
+        el("td", {}, el("a", { href: `#/image/${x.imageId}` }, x.imageId)), cell(x.stage + (x.model ? ` (${x.model})` : "")),
+        cell(x.lastError), cell(`${x.attempt} of ${x.maxAttempts}`), cell(x.nextAttemptAt)));
+      retrying.replaceChildren(el("h2", {}, "Waiting for a retry"), waiting.length ? el("table", { "aria-label": "Retrying images" },
+        el("thead", {}, el("tr", {}, ...["Image", "Stage", "Last error", "Next attempt", "Due at"].map((h) => el("th", { scope: "col" }, h)))),
+        el("tbody", {}, ...waiting)) : el("p", {}, "Nothing is waiting."));
     } catch (e) { letters.replaceChildren(el("p.error", { role: "alert" }, errorText(e))); }
   }
   await Promise.all([loadStats(), loadLetters()]);
-  const timer = setInterval(loadStats, 2000);
+  const timer = setInterval(() => { loadStats(); loadLetters(); }, 2000);
   return () => clearInterval(timer);
 }
 
@@ -290,29 +347,52 @@ async function jobsPage() {
 // Webhooks: endpoints, their deliveries, redeliver
 
 async function webhooksPage() {
-  const box = el("div.card.table-wrap");
-  page("Webhooks", box);
-  try {
-    const r = await api("GET", "/api/v1/webhooks");
-    const endpoints = r.webhooks || r.endpoints || [];
-    if (!endpoints.length) { box.append(el("p", {}, "No endpoints. Create one with `deeplens webhooks create`.")); return; }
-    for (const w of endpoints) {
-      const deliveries = el("div");
-      box.append(el("h2", {}, w.url), el("p", {}, `events: ${(w.events || []).join(", ")} · ${w.enabled ? "enabled" : "disabled"}`), deliveries);
-      const d = await api("GET", `/api/v1/webhooks/${w.id}/deliveries?limit=20`);
-      deliveries.append(el("table", {},
-        el("thead", {}, el("tr", {}, ...["Delivery", "Event", "Status", "Attempts", ""].map((h) => el("th", { scope: "col" }, h)))),
-        el("tbody", {}, ...(d.deliveries || []).map((x) => el("tr", {}, el("td", {}, x.id), el("td", {}, x.eventType),
-          el("td", {}, x.status), el("td", {}, (x.attempts || []).length),
-          el("td", {}, el("button.secondary", {
-            type: "button",
-            onclick: async () => {
-              try { await api("POST", `/api/v1/webhooks/${w.id}/deliveries/${x.id}/redeliver`); toast("redelivery queued"); }
-              catch (e) { toast(errorText(e)); }
-            },
-          }, "Redeliver")))))));
-    }
-  } catch (e) { box.append(el("p.error", { role: "alert" }, errorText(e))); }
+  const box = el("div");
+  const url = el("input", { type: "url", id: "hook-url", required: true, placeholder: "https://example.com/hooks/deeplens" });
+  const created = el("p", { role: "status" });
+  const form = el("form.card", {
+    onsubmit: async (e) => {
+      e.preventDefault();
+      try {
+        const w = await api("POST", "/api/v1/webhooks", { url: url.value.trim(), events: ["image.uploaded", "processing.completed", "processing.failed", "image.deleted"] });
+        created.textContent = `Created. Signing secret (shown once, keep it): ${w.secret}`;
+        url.value = "";
+        await load();
+      } catch (err) { created.textContent = errorText(err); }
+    },
+  }, el("h2", {}, "Add an endpoint"), el("label", { for: "hook-url" }, "URL (every event type)"), url,
+  el("p", {}, el("button", { type: "submit" }, "Add")), created);
+  page("Webhooks", form, box);
+  async function load() {
+    try {
+      const r = await api("GET", "/api/v1/webhooks");
+      const parts = [];
+      if (!r.webhooks.length) parts.push(el("p.card", {}, "No endpoints yet."));
+      for (const w of r.webhooks) {
+        const d = await api("GET", `/api/v1/webhooks/${w.id}/deliveries?limit=20`);
+        const rows = d.deliveries.map((x) => {
+          const last = x.attempts.length ? x.attempts[x.attempts.length - 1] : null;
+          return el("tr", {}, el("td", {}, x.eventType), el("td", {}, badge(x.status === "succeeded" ? "completed" : x.status === "failed" ? "failed" : "processing")),
+            el("td", {}, x.attemptCount), el("td", {}, last ? (last.httpStatus ? "HTTP " + last.httpStatus : last.error || "") : "—"),
+            el("td", {}, x.nextAttemptAt || "—"), el("td", {}, x.createdAt),
+            el("td", {}, el("button.secondary", {
+              type: "button", "aria-label": "Redeliver " + x.id,
+              onclick: async () => {
+                try { await api("POST", `/api/v1/webhooks/${w.id}/deliveries/${x.id}/redeliver`); toast("redelivery queued"); await load(); }
+                catch (e) { toast(errorText(e)); }
+              },
+            }, "Redeliver")));
+        });
+        parts.push(el("div.card.table-wrap", {}, el("h2", {}, w.url),
+          el("p", {}, `${w.enabled ? "enabled" : "disabled" + (w.disabledReason ? " (" + w.disabledReason + ")" : "")} · events: ${w.events.join(", ")}`),
+          rows.length ? el("table", { "aria-label": "Deliveries to " + w.url },
+            el("thead", {}, el("tr", {}, ...["Event", "Status", "Attempts", "Last answer", "Next attempt", "Created", ""].map((h) => el("th", { scope: "col" }, h)))),
+            el("tbody", {}, ...rows)) : el("p", {}, "No deliveries yet.")));
+      }
+      box.replaceChildren(...parts);
+    } catch (e) { box.replaceChildren(el("p.error", { role: "alert" }, errorText(e))); }
+  }
+  await load();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -333,7 +413,7 @@ async function route() {
     case "upload": leave = uploadPage(); break;
     case "gallery": await galleryPage(params); break;
     case "image": await imagePage(parts[1]); break;
-    case "search": searchPage(); break;
+    case "search": searchPage(params); break;
     case "jobs": leave = await jobsPage(); break;
     case "webhooks": await webhooksPage(); break;
     default: location.hash = "#/upload";
