@@ -92,7 +92,7 @@ Status Pipeline::start() {
 const std::vector<StageQueue>& stage_queues() {
   static const std::vector<StageQueue> kQueues = {
       {"orchestrate", groups::kOrchestrator, "", lane_topics(topics::kImagesUploaded)},
-      {"thumbnail", groups::kThumbnailer, "thumbnail", lane_topics(topics::kImagesUploaded)},
+      {"thumbnail", groups::kThumbnailer, "", lane_topics(topics::kImagesUploaded)},
       {"extract", groups::kExtractor, "feature_extraction", lane_topics(topics::kFeaturesExtraction)},
       {"index", groups::kIndexer, "vector_indexing", {std::string(topics::kVectorsIndexing)}},
       {"notify", groups::kNotifier, "", {std::string(topics::kProcessingCompleted), std::string(topics::kProcessingFailed)}},

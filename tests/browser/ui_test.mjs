@@ -217,6 +217,40 @@ const tests = {
     check(await similar.getAttribute("data-image-id") === ids["chelsea.png"], "the image page's similar images start with it");
   },
 
+  async keyboard_and_small_screen({ page, server }) {
+    await page.setViewportSize({ width: 375, height: 740 });
+    for (const p of PHOTOS.slice(0, 2)) await server.waitStatus((await server.upload(p)).body.imageId, ["completed"]);
+    await page.goto(server.url + "/");
+    await page.getByLabel("API key").waitFor();
+    check(await page.evaluate(() => document.activeElement.id) === "apikey", "the key field has the focus");
+    await page.keyboard.type(server.key);
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Upload" }).waitFor();
+    // Tab through the page to the Gallery link and follow it, keyboard only.
+    let reached = false;
+    for (let i = 0; i < 30 && !reached; ++i) {
+      await page.keyboard.press("Tab");
+      reached = await page.evaluate(() => document.activeElement.textContent === "Gallery");
+    }
+    check(reached, "the Gallery link is reachable with Tab");
+    const outline = await page.evaluate(() => getComputedStyle(document.activeElement).outlineStyle);
+    check(outline !== "none", "the focused link shows a focus outline");
+    await page.keyboard.press("Enter");
+    await page.getByRole("heading", { name: "Gallery" }).waitFor();
+    await page.locator(".grid .tile").nth(1).waitFor();
+    for (const hash of ["#/gallery", "#/upload", "#/search", "#/jobs", "#/webhooks"]) {
+      await page.goto(server.url + "/" + hash);
+      await page.waitForLoadState("networkidle");
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      check(wide <= 375, `${hash} fits 375 px without scrolling sideways (${wide} px)`);
+      const unlabelled = await page.evaluate(() => [...document.querySelectorAll("input, select")].filter(
+        (i) => !(i.labels && i.labels.length) && !i.getAttribute("aria-label")).map((i) => i.outerHTML));
+      check(unlabelled.length === 0, `${hash}: every control has a label: ${unlabelled}`);
+      const noAlt = await page.evaluate(() => [...document.images].filter((i) => !i.hasAttribute("alt")).length);
+      check(noAlt === 0, `${hash}: every image has alt text`);
+    }
+  },
+
   async failed_then_retried({ page, server: _unused, extraction }) {
     const { server, port } = extraction;
     await signIn(page, server);

@@ -1030,6 +1030,92 @@ TEST_P(StoreConformanceTest, DeadLettersAreListedAndReplayed) {
   EXPECT_EQ((*all)[0].replayed_at, kT0 + 2s);
 }
 
+TEST_P(StoreConformanceTest, DeadLettersAreListedPerTenant) {
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    for (const auto& [image, tenant] : std::vector<std::pair<const char*, const char*>>{
+             {"img_a1", "tenant-a"}, {"img_b1", "tenant-b"}, {"img_a2", "tenant-a"}, {"", ""}}) {
+      DeadLetter d;
+      d.topic = "deeplens.features.extraction";
+      d.key = image;
+      d.payload = "{}";
+      d.stage = "feature_extraction";
+      d.error_code = "EXTRACTION_FAILED";
+      d.error_message = "boom";
+      d.image_id = image;
+      d.tenant_id = tenant;
+      d.attempts = 1;
+      if (auto st = tx.add_dead_letter(d); !st) return st;
+    }
+    return {};
+  }));
+  auto a = store().list_dead_letters(false, 10, "tenant-a");
+  ASSERT_OK(a);
+  ASSERT_EQ(a->size(), 2u);
+  EXPECT_EQ((*a)[0].image_id, "img_a1");
+  EXPECT_EQ((*a)[1].image_id, "img_a2");
+  EXPECT_EQ(store().list_dead_letters(false, 1, "tenant-a")->size(), 1u);
+  EXPECT_EQ(store().list_dead_letters(false, 10, "tenant-b")->size(), 1u);
+  EXPECT_TRUE(store().list_dead_letters(false, 10, "tenant-c")->empty());
+  EXPECT_EQ(store().list_dead_letters(false, 10)->size(), 4u);  // every tenant's, the undecodable too
+  create(make_image("img_a1"));
+  ASSERT_OK(store().replay_dead_letter((*a)[0].id, message("img_a1", "{}")));
+  EXPECT_EQ(store().list_dead_letters(false, 10, "tenant-a")->size(), 1u);
+  EXPECT_EQ(store().list_dead_letters(true, 10, "tenant-a")->size(), 2u);
+}
+
+TEST_P(StoreConformanceTest, ScheduledRetriesAreListedSoonestFirstWithoutReleasingThem) {
+  EXPECT_TRUE(store().list_scheduled_retries(10)->empty());
+  ASSERT_OK(store().transact([&](MetadataTx& tx) -> Status {
+    if (auto st = tx.schedule_retry(kT0 + 3s, message("img_3", "three")); !st) return st;
+    if (auto st = tx.schedule_retry(kT0 + 1s, message("img_1", "one")); !st) return st;
+    return tx.schedule_retry(kT0 + 2s, message("img_2", "two"));
+  }));
+  auto listed = store().list_scheduled_retries(10);
+  ASSERT_OK(listed);
+  ASSERT_EQ(listed->size(), 3u);
+  EXPECT_EQ((*listed)[0].due_at, kT0 + 1s);
+  EXPECT_EQ((*listed)[0].message.key, "img_1");
+  EXPECT_EQ((*listed)[0].message.payload, "one");
+  EXPECT_EQ((*listed)[2].message.key, "img_3");
+  EXPECT_EQ(store().list_scheduled_retries(2)->size(), 2u);
+  EXPECT_EQ(*store().release_due_retries(kT0 + 1s, 10), 1);  // listing released nothing
+  EXPECT_EQ(store().list_scheduled_retries(10)->size(), 2u);
+}
+
+TEST_P(StoreConformanceTest, StepActivityCountsRunningAndRecentlyCompletedSteps) {
+  EXPECT_TRUE(store().step_activity(kT0)->empty());
+  create(make_image("img_s"));
+  ASSERT_OK(store().transact([](MetadataTx& tx) -> Status {
+    int i = 0;
+    for (const char* model : {"m1", "m2", "m3"}) {  // completed at kT0+1s, +2s, +3s
+      StepRecord s = make_step("img_s", model, "feature_extraction");
+      s.status = StepStatus::kCompleted;
+      s.completed_at = kT0 + std::chrono::seconds(++i);
+      if (auto st = tx.upsert_step(s); !st) return st;
+    }
+    for (const char* model : {"m4", "m5"}) {
+      StepRecord s = make_step("img_s", model, "feature_extraction");
+      s.status = StepStatus::kRunning;
+      if (auto st = tx.upsert_step(s); !st) return st;
+    }
+    StepRecord idx = make_step("img_s", "m1", "vector_indexing");
+    idx.status = StepStatus::kRunning;
+    if (auto st = tx.upsert_step(idx); !st) return st;
+    StepRecord failed = make_step("img_s", "m9", "feature_extraction");  // neither running nor completed
+    failed.status = StepStatus::kFailed;
+    return tx.upsert_step(failed);
+  }));
+  auto activity = store().step_activity(kT0 + 2s);
+  ASSERT_OK(activity);
+  ASSERT_EQ(activity->size(), 2u);
+  EXPECT_EQ((*activity)[0].step, "feature_extraction");
+  EXPECT_EQ((*activity)[0].running, 2);
+  EXPECT_EQ((*activity)[0].completed, 2);  // at +2s and +3s
+  EXPECT_EQ((*activity)[1].step, "vector_indexing");
+  EXPECT_EQ((*activity)[1].running, 1);
+  EXPECT_EQ((*activity)[1].completed, 0);
+}
+
 TEST_P(StoreConformanceTest, TrimProcessedForgetsOnlyOldMarkers) {
   ASSERT_OK(store().transact([](MetadataTx& tx) { return tx.mark_processed("g", "evt_old"); }));
   clock_.advance(1h);
@@ -1610,8 +1696,8 @@ TEST_F(PostgresStoreTest, MigrationsAreRecordedAndReopeningIsANoOp) {
   pqxx::connection c(harness_->url());
   pqxx::nontransaction n(c);
   auto r = n.exec("SELECT component, version FROM schema_migrations ORDER BY version");
-  ASSERT_EQ(r.size(), 6u);
-  for (int i = 0; i < 6; ++i) {
+  ASSERT_EQ(r.size(), 7u);
+  for (int i = 0; i < 7; ++i) {
     EXPECT_EQ(r[i][0].as<std::string>(), "metadata");
     EXPECT_EQ(r[i][1].as<int>(), i + 1);
   }
@@ -1635,6 +1721,7 @@ CREATE TABLE images (image_id TEXT COLLATE "C" PRIMARY KEY, tenant_id TEXT COLLA
                      file_size BIGINT NOT NULL, status TEXT COLLATE "C" NOT NULL DEFAULT 'completed',
                      created_at BIGINT NOT NULL DEFAULT 0);
 CREATE TABLE outbox (seq BIGSERIAL PRIMARY KEY, claimed_until BIGINT);
+CREATE TABLE steps (step TEXT COLLATE "C" NOT NULL, status TEXT COLLATE "C" NOT NULL);  -- indexed by migration 7
 INSERT INTO tenants VALUES ('acme-corp', 1), ('globex', 2);
 INSERT INTO api_keys VALUES ('0123456789abcdef0123456789abcdef', 'acme-corp', 3);
 INSERT INTO images VALUES ('img_1', 'acme-corp', 100), ('img_2', 'acme-corp', 250), ('img_3', 'initech', 7);
