@@ -575,6 +575,44 @@ HttpResponse ApiService::delete_image(HttpRequest& req) {
   return HttpResponse{204, "application/json", "", {}, nullptr};  // also when absent: idempotent
 }
 
+namespace {
+
+HttpResponse bad_search_field(const std::string& field, const std::string& message) {
+  return error_response(400, "INVALID_REQUEST", message, {{"field", field}});
+}
+
+// The search body's "filter" object (JSON, or the text of a multipart "filter" part).
+std::optional<HttpResponse> parse_search_filter(const json& f, SearchFilter& out) {
+  if (!f.is_object()) return bad_search_field("filter", "filter must be a JSON object");
+  for (const auto& [key, value] : f.items()) {
+    if (key == "uploadedAfter" || key == "uploadedBefore") {
+      const std::string field = "filter." + key;
+      auto t = value.is_string() ? parse_iso8601(value.get<std::string>()) : Result<Timestamp>(Error(ErrorCode::kInvalidArgument, ""));
+      if (!t) return bad_search_field(field, field + " must be an ISO-8601 time, e.g. 2026-01-31T12:00:00Z");
+      (key == "uploadedAfter" ? out.uploaded_after : out.uploaded_before) = *t;
+    } else if (key == "status") {
+      if (!value.is_array()) return bad_search_field("filter.status", "filter.status must be an array of statuses");
+      for (const auto& v : value) {
+        auto st = v.is_string() ? parse_image_status(v.get<std::string>()) : std::nullopt;
+        if (!st) return bad_search_field("filter.status", "filter.status holds uploaded, processing, completed or failed");
+        out.statuses.push_back(*st);
+      }
+    } else if (key == "excludeIds") {
+      if (!value.is_array()) return bad_search_field("filter.excludeIds", "filter.excludeIds must be an array of image ids");
+      for (const auto& v : value) {
+        if (!v.is_string()) return bad_search_field("filter.excludeIds", "filter.excludeIds must be an array of image ids");
+        out.exclude_ids.push_back(v.get<std::string>());
+      }
+    } else {
+      return bad_search_field("filter." + key, "unknown filter '" + key +
+                                                   "'; filters are uploadedAfter, uploadedBefore, status, excludeIds");
+    }
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 HttpResponse ApiService::search(HttpRequest& req) {
   SearchQuery q;
   q.tenant_id = req.tenant_id;
@@ -610,6 +648,16 @@ HttpResponse ApiService::search(HttpRequest& req) {
         return error_response(400, "INVALID_REQUEST", "minScore must be a number", {{"field", "minScore"}});
       q.min_score = static_cast<float>(v);
     }
+    if (const auto* o = multipart->find("offset")) {
+      if (!number_field(std::string(o->data), v) || v != static_cast<int64_t>(v) || v < 0)
+        return bad_search_field("offset", "offset must be a non-negative integer");
+      q.offset = static_cast<size_t>(std::min(v, 1e9));
+    }
+    if (const auto* f = multipart->find("filter"); f && !f->data.empty()) {
+      auto parsed = json::parse(f->data, nullptr, false);
+      if (parsed.is_discarded()) return bad_search_field("filter", "the filter part must be a JSON object");
+      if (auto bad = parse_search_filter(parsed, q.filter)) return *bad;
+    }
   } else {
     std::string text = req.body;
     if (text.empty() && !req.body_file.empty()) {
@@ -638,6 +686,12 @@ HttpResponse ApiService::search(HttpRequest& req) {
       if (!j["minScore"].is_number()) return error_response(400, "INVALID_REQUEST", "minScore must be a number", {{"field", "minScore"}});
       q.min_score = j["minScore"].get<float>();
     }
+    if (j.contains("offset")) {
+      if (!j["offset"].is_number_unsigned()) return bad_search_field("offset", "offset must be a non-negative integer");
+      q.offset = static_cast<size_t>(std::min<uint64_t>(j["offset"].get<uint64_t>(), 1000000000));
+    }
+    if (j.contains("filter"))
+      if (auto bad = parse_search_filter(j["filter"], q.filter)) return *bad;
   }
   auto result = search_images(ctx_, q);
   if (!result) {
@@ -654,6 +708,10 @@ HttpResponse ApiService::search(HttpRequest& req) {
   j["collection"] = result->collection;
   j["extractionMs"] = result->extraction_ms;
   j["searchMs"] = result->search_ms;
+  j["offset"] = q.offset;
+  // A full page may have more after it; a short one is the last.
+  j["nextOffset"] = result->results.size() == q.top_k && q.offset + q.top_k <= kMaxSearchOffset
+                        ? json(q.offset + q.top_k) : json(nullptr);
   j["results"] = ojson::array();
   for (const auto& r : result->results) {
     ojson item;

@@ -5,6 +5,7 @@
 #include <optional>
 #include <span>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "common/log.h"
@@ -47,7 +48,23 @@ Status check_query(const SearchQuery& q) {
     return invalid("minScore", "minScore must be a cosine similarity between -1 and 1, got " +
                                    std::to_string(q.min_score));
   if (q.model.empty()) return invalid("model", "model is required");
+  if (q.offset > kMaxSearchOffset)
+    return invalid("offset", "offset must be between 0 and " + std::to_string(kMaxSearchOffset) + ", got " +
+                                 std::to_string(q.offset));
+  if (q.filter.exclude_ids.size() > kMaxSearchExcludeIds)
+    return invalid("filter.excludeIds", "filter.excludeIds holds at most " + std::to_string(kMaxSearchExcludeIds) +
+                                            " ids, got " + std::to_string(q.filter.exclude_ids.size()));
+  if (q.filter.uploaded_after && q.filter.uploaded_before && *q.filter.uploaded_before <= *q.filter.uploaded_after)
+    return invalid("filter.uploadedBefore", "filter.uploadedBefore must be later than filter.uploadedAfter");
   return {};
+}
+
+bool passes(const SearchFilter& f, const ImageRecord& image, const std::unordered_set<std::string>& excluded) {
+  if (f.uploaded_after && image.created_at < *f.uploaded_after) return false;
+  if (f.uploaded_before && image.created_at >= *f.uploaded_before) return false;
+  if (!f.statuses.empty() && std::find(f.statuses.begin(), f.statuses.end(), image.status) == f.statuses.end())
+    return false;
+  return !excluded.count(image.image_id);
 }
 
 std::string join(const std::vector<std::string>& names) {
@@ -119,12 +136,15 @@ Result<std::vector<float>> vector_of_image(PipelineContext& ctx, const SearchQue
   return vector;
 }
 
-// Searches the index for top_k hits that are images of the tenant (skipping the query image and
-// ids without a record), fetching more rounds while hits were skipped and more may exist.
+// Searches the index for offset + top_k hits that are images of the tenant passing the filter
+// (skipping the query image and ids without a record), fetching more rounds while hits were
+// skipped and more may exist; returns the top_k after the first `offset`.
 Result<std::vector<SearchResultItem>> ranked_images(PipelineContext& ctx, const SearchQuery& q,
                                                     const VectorIndex& index, std::span<const float> query) {
   const std::string& exclude = q.image_id;  // empty when searching by bytes
-  const size_t first = initial_fetch(q.top_k, !exclude.empty());
+  const std::unordered_set<std::string> excluded(q.filter.exclude_ids.begin(), q.filter.exclude_ids.end());
+  const size_t wanted = q.offset + q.top_k;
+  const size_t first = initial_fetch(wanted, !exclude.empty()) + (q.filter.empty() ? 0 : wanted);
   // Records looked up in an earlier round (nullopt: not the tenant's image), so a later round
   // does not read them again.
   std::unordered_map<std::string, std::optional<ImageRecord>> records;
@@ -143,21 +163,22 @@ Result<std::vector<SearchResultItem>> ranked_images(PipelineContext& ctx, const 
         if (!image && image.error().code != ErrorCode::kNotFound) return std::move(image).error();
         known = records.emplace(hit.id, image ? std::optional(std::move(image).value()) : std::nullopt).first;
       }
-      if (!known->second) {
+      if (!known->second || !passes(q.filter, *known->second, excluded)) {
         ++skipped;
         continue;
       }
       results.push_back(SearchResultItem{hit.id, hit.score, *known->second});
-      if (results.size() == q.top_k) break;
+      if (results.size() == wanted) break;
     }
     const bool exhausted = hits->size() < fetch || fetch >= index.count();
-    if (results.size() >= q.top_k || exhausted) break;
+    if (results.size() >= wanted || exhausted) break;
     if (fetch * 2 > first * kMaxFetchGrowth) {
       log_warn("search.stale_vectors", {{"tenantId", q.tenant_id}, {"collection", index.name()},
                                         {"fetched", fetch}, {"skipped", skipped}, {"returned", results.size()}});
       break;
     }
   }
+  results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(std::min(q.offset, results.size())));
   return results;
 }
 

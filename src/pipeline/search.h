@@ -9,7 +9,9 @@
 //
 // Errors (Error::context["field"] names the request field at fault, in the API's spelling):
 //   kInvalidArgument   "tenantId" empty; "image" neither or both of image_bytes / image_id;
-//                      "topK" outside 1..1000; "minScore" outside [-1, 1] or NaN; "model" empty
+//                      "topK" outside 1..1000; "minScore" outside [-1, 1] or NaN; "model" empty;
+//                      "offset" over 1000; "filter.excludeIds" over 1000 ids;
+//                      "filter.uploadedBefore" not after filter.uploadedAfter
 //   kNotFound          "model" unknown; "imageId" no such image in the tenant (other tenants'
 //                      images are indistinguishable from absent ones)
 //   kFailedPrecondition "imageId" the image exists but has no vector for the model (not indexed
@@ -27,6 +29,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,12 +40,28 @@
 namespace deeplens {
 
 inline constexpr size_t kMaxSearchTopK = 1000;
+inline constexpr size_t kMaxSearchOffset = 1000;
+inline constexpr size_t kMaxSearchExcludeIds = 1000;
+
+// Which of the nearest images may be results. Applied to the hits in order of similarity (the
+// index is asked for more while filtered hits leave fewer than offset + top_k), so a filter that
+// keeps very few images may return fewer than exist: the search stops after 64 times the first
+// round's hits.
+struct SearchFilter {
+  std::optional<Timestamp> uploaded_after;   // createdAt >= this
+  std::optional<Timestamp> uploaded_before;  // createdAt < this
+  std::vector<ImageStatus> statuses;         // empty: any status
+  std::vector<std::string> exclude_ids;      // at most kMaxSearchExcludeIds
+  bool empty() const { return !uploaded_after && !uploaded_before && statuses.empty() && exclude_ids.empty(); }
+};
 
 struct SearchQuery {
   std::string tenant_id;
   std::string model;     // a registered model name (the API fills in the default)
   size_t top_k = 10;     // 1..kMaxSearchTopK
   float min_score = 0;   // cosine similarity threshold in [-1, 1]
+  size_t offset = 0;     // results to skip (paging): 0..kMaxSearchOffset
+  SearchFilter filter;
   // Exactly one of:
   std::string image_bytes;  // an encoded image (JPEG, PNG, ...), checked like an upload
   std::string image_id;     // an image of the tenant already indexed for `model`

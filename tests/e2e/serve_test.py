@@ -158,6 +158,53 @@ class ServeTest(unittest.TestCase):
         self.assertEqual(self.server.status(image_id).status, 404)
         self.assertEqual(len(self.server.image_files()), files - 1)
 
+    def test_search_pages_by_offset_and_filters_over_http(self):
+        ids = {}
+        for name in ("coffee.png", "astronaut.png", "rocket.jpg", "chelsea.png", "motorcycle_left.png"):
+            r = self.server.upload(e2e.real_photo(name), name)
+            self.assertIn(r.status, (200, 202), r.body)
+            ids[name] = r.json()["imageId"]
+            self.server.wait_status(ids[name])
+
+        def search(body):
+            return self.server.request("POST", "/api/v1/search", json.dumps(body).encode(), "application/json")
+
+        base = {"imageId": ids["coffee.png"], "minScore": -1}
+        everything = search(dict(base, topK=100)).json()
+        ranked = [h["imageId"] for h in everything["results"]]
+        self.assertGreaterEqual(len(ranked), 4)
+        self.assertEqual((everything["offset"], everything["nextOffset"]), (0, None))
+        first = search(dict(base, topK=2)).json()
+        self.assertEqual(([h["imageId"] for h in first["results"]], first["nextOffset"]), (ranked[:2], 2))
+        second = search(dict(base, topK=2, offset=first["nextOffset"])).json()
+        self.assertEqual([h["imageId"] for h in second["results"]], ranked[2:4])
+
+        skip = [ids["astronaut.png"], ids["rocket.jpg"]]
+        kept = search(dict(base, topK=100, filter={"excludeIds": skip, "status": ["completed"]})).json()
+        self.assertEqual([h["imageId"] for h in kept["results"]], [i for i in ranked if i not in skip])
+        future = search(dict(base, filter={"uploadedAfter": "2999-01-01T00:00:00Z"})).json()
+        self.assertEqual(future["results"], [])
+        past = search(dict(base, topK=100, filter={"uploadedBefore": "2999-01-01T00:00:00Z"})).json()
+        self.assertEqual([h["imageId"] for h in past["results"]], ranked)
+
+        # The same filter as a multipart part, searching by file.
+        query, ctype = e2e.multipart({"topK": "100", "minScore": "-1", "filter": json.dumps({"excludeIds": [ids["coffee.png"]]})},
+                                     {"file": ("q.png", e2e.real_photo("coffee.png"))})
+        by_file = self.server.request("POST", "/api/v1/search", query, ctype)
+        self.assertEqual(by_file.status, 200, by_file.body)
+        self.assertNotIn(ids["coffee.png"], [h["imageId"] for h in by_file.json()["results"]])
+
+        for body, field in ((dict(base, offset=-1), "offset"), (dict(base, offset=5000), "offset"),
+                            (dict(base, filter={"colour": "red"}), "filter.colour"),
+                            (dict(base, filter={"status": ["done"]}), "filter.status"),
+                            (dict(base, filter={"uploadedAfter": "yesterday"}), "filter.uploadedAfter"),
+                            (dict(base, filter={"uploadedAfter": "2026-01-02T00:00:00Z", "uploadedBefore": "2026-01-01T00:00:00Z"}),
+                             "filter.uploadedBefore"),
+                            (dict(base, filter=[1]), "filter")):
+            r = search(body)
+            self.assert_error(r, 400, "INVALID_REQUEST")
+            self.assertEqual(r.json()["error"]["details"]["field"], field, body)
+
     def test_client_cli_uploads_waits_reports_status_and_searches(self):
         env = dict(os.environ, DEEPLENS_URL=self.server.url, DEEPLENS_API_KEY=self.server.key)
         photos = [os.path.join(e2e.SKIMAGE, n) for n in ("astronaut.png", "rocket.jpg")]

@@ -356,6 +356,87 @@ TEST_F(BuiltinSearch, TopKLimits) {
   EXPECT_LE(bytes->results.size(), 2u);
 }
 
+TEST_F(BuiltinSearch, OffsetPagesThroughTheSameRanking) {
+  const std::string& id = photos()[3].id;
+  auto all = search_images(ctx(), by_id(id));
+  ASSERT_TRUE(all.ok()) << all.error().to_string();
+  ASSERT_GE(all->results.size(), 7u);
+  for (size_t offset : {0u, 3u, 6u}) {
+    SearchQuery q = by_id(id, 3);
+    q.offset = offset;
+    auto page = search_images(ctx(), q);
+    ASSERT_TRUE(page.ok()) << page.error().to_string();
+    const size_t expected = std::min<size_t>(3, all->results.size() - offset);
+    ASSERT_EQ(page->results.size(), expected) << "offset " << offset;
+    for (size_t i = 0; i < expected; ++i)
+      EXPECT_EQ(page->results[i].image_id, all->results[offset + i].image_id) << "offset " << offset << " #" << i;
+  }
+  SearchQuery past = by_id(id, 5);
+  past.offset = all->results.size();
+  auto none = search_images(ctx(), past);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->results.empty());
+}
+
+TEST_F(BuiltinSearch, FiltersKeepExactlyTheMatchingImages) {
+  const Photo& query = photos()[0];
+  // Excluded ids never come back; every other image still does.
+  SearchQuery q = by_id(query.id);
+  q.filter.exclude_ids = {photos()[1].id, photos()[2].id, photos()[5].id};
+  auto r = search_images(ctx(), q);
+  ASSERT_TRUE(r.ok()) << r.error().to_string();
+  std::set<std::string> got;
+  for (const auto& item : r->results) got.insert(item.image_id);
+  std::set<std::string> expected;
+  for (const auto& p : photos())
+    if (p.id != query.id && p.id != photos()[1].id && p.id != photos()[2].id && p.id != photos()[5].id)
+      expected.insert(p.id);
+  EXPECT_EQ(got, expected);
+
+  // Upload time: [cut, end) and [start, cut) split the tenant's images exactly.
+  std::vector<Timestamp> times;
+  for (const auto& p : photos()) times.push_back(ctx().store.get_image(kTenant, p.id)->created_at);
+  std::vector<Timestamp> sorted = times;
+  std::sort(sorted.begin(), sorted.end());
+  const Timestamp cut = sorted[sorted.size() / 2];
+  ASSERT_LT(sorted.front(), cut) << "the photos were uploaded over more than one millisecond";
+  SearchQuery late = by_id(query.id), early = by_id(query.id);
+  late.filter.uploaded_after = cut;
+  early.filter.uploaded_before = cut;
+  auto late_r = search_images(ctx(), late), early_r = search_images(ctx(), early);
+  ASSERT_TRUE(late_r.ok() && early_r.ok());
+  std::set<std::string> late_ids, early_ids, want_late, want_early;
+  for (const auto& item : late_r->results) late_ids.insert(item.image_id);
+  for (const auto& item : early_r->results) early_ids.insert(item.image_id);
+  for (size_t i = 0; i < photos().size(); ++i) {
+    if (photos()[i].id == query.id) continue;
+    (times[i] >= cut ? want_late : want_early).insert(photos()[i].id);
+  }
+  EXPECT_EQ(late_ids, want_late);
+  EXPECT_EQ(early_ids, want_early);
+  EXPECT_FALSE(want_late.empty());
+  EXPECT_FALSE(want_early.empty());
+
+  // Status: every image is completed.
+  SearchQuery failed = by_id(query.id), completed = by_id(query.id);
+  failed.filter.statuses = {ImageStatus::kFailed};
+  completed.filter.statuses = {ImageStatus::kFailed, ImageStatus::kCompleted};
+  EXPECT_TRUE(search_images(ctx(), failed)->results.empty());
+  EXPECT_EQ(search_images(ctx(), completed)->results.size(), photos().size() - 1);
+
+  // A filtered search still fills topK from further down the ranking.
+  SearchQuery few = by_id(query.id, 3);
+  few.filter.exclude_ids = {};
+  auto unfiltered = search_images(ctx(), few);
+  ASSERT_TRUE(unfiltered.ok());
+  for (const auto& item : unfiltered->results) few.filter.exclude_ids.push_back(item.image_id);
+  auto next = search_images(ctx(), few);
+  ASSERT_TRUE(next.ok());
+  ASSERT_EQ(next->results.size(), 3u);
+  for (const auto& item : next->results)
+    EXPECT_EQ(std::count(few.filter.exclude_ids.begin(), few.filter.exclude_ids.end(), item.image_id), 0);
+}
+
 TEST_F(BuiltinSearch, BadInputsAreRejectedWithTheField) {
   struct Case {
     const char* what;
@@ -382,6 +463,11 @@ TEST_F(BuiltinSearch, BadInputsAreRejectedWithTheField) {
       {"unknown model", with([](SearchQuery& q) { q.model = "resnet_9000"; }), ErrorCode::kNotFound, "model"},
       {"no model", with([](SearchQuery& q) { q.model.clear(); }), ErrorCode::kInvalidArgument, "model"},
       {"no tenant", with([](SearchQuery& q) { q.tenant_id.clear(); }), ErrorCode::kInvalidArgument, "tenantId"},
+      {"offset 1001", with([](SearchQuery& q) { q.offset = 1001; }), ErrorCode::kInvalidArgument, "offset"},
+      {"1001 excluded ids", with([](SearchQuery& q) { q.filter.exclude_ids.assign(1001, "img_x"); }),
+       ErrorCode::kInvalidArgument, "filter.excludeIds"},
+      {"before == after", with([](SearchQuery& q) { q.filter.uploaded_after = q.filter.uploaded_before = Timestamp{}; }),
+       ErrorCode::kInvalidArgument, "filter.uploadedBefore"},
   };
   for (const auto& c : cases) {
     auto r = search_images(ctx(), c.q);
