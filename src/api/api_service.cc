@@ -653,6 +653,15 @@ HttpResponse ApiService::search(HttpRequest& req) {
         return bad_search_field("offset", "offset must be a non-negative integer");
       q.offset = static_cast<size_t>(std::min(v, 1e9));
     }
+    if (const auto* e = multipart->find("ef")) {
+      if (!number_field(std::string(e->data), v) || v != static_cast<int64_t>(v) || v < 1)
+        return bad_search_field("ef", "ef must be a positive integer");
+      q.ef = static_cast<size_t>(std::min(v, 1e9));
+    }
+    if (const auto* x = multipart->find("exact")) {
+      if (x->data != "true" && x->data != "false") return bad_search_field("exact", "exact must be true or false");
+      q.exact = x->data == "true";
+    }
     if (const auto* f = multipart->find("filter"); f && !f->data.empty()) {
       auto parsed = json::parse(f->data, nullptr, false);
       if (parsed.is_discarded()) return bad_search_field("filter", "the filter part must be a JSON object");
@@ -689,6 +698,14 @@ HttpResponse ApiService::search(HttpRequest& req) {
     if (j.contains("offset")) {
       if (!j["offset"].is_number_unsigned()) return bad_search_field("offset", "offset must be a non-negative integer");
       q.offset = static_cast<size_t>(std::min<uint64_t>(j["offset"].get<uint64_t>(), 1000000000));
+    }
+    if (j.contains("ef")) {
+      if (!j["ef"].is_number_unsigned() || j["ef"].get<uint64_t>() == 0) return bad_search_field("ef", "ef must be a positive integer");
+      q.ef = static_cast<size_t>(std::min<uint64_t>(j["ef"].get<uint64_t>(), 1000000000));
+    }
+    if (j.contains("exact")) {
+      if (!j["exact"].is_boolean()) return bad_search_field("exact", "exact must be true or false");
+      q.exact = j["exact"].get<bool>();
     }
     if (j.contains("filter"))
       if (auto bad = parse_search_filter(j["filter"], q.filter)) return *bad;

@@ -48,6 +48,8 @@ Status check_query(const SearchQuery& q) {
     return invalid("minScore", "minScore must be a cosine similarity between -1 and 1, got " +
                                    std::to_string(q.min_score));
   if (q.model.empty()) return invalid("model", "model is required");
+  if (q.ef > kMaxSearchEf)
+    return invalid("ef", "ef must be between 1 and " + std::to_string(kMaxSearchEf) + ", got " + std::to_string(q.ef));
   if (q.offset > kMaxSearchOffset)
     return invalid("offset", "offset must be between 0 and " + std::to_string(kMaxSearchOffset) + ", got " +
                                  std::to_string(q.offset));
@@ -151,7 +153,7 @@ Result<std::vector<SearchResultItem>> ranked_images(PipelineContext& ctx, const 
   std::vector<SearchResultItem> results;
   size_t skipped = 0;
   for (size_t fetch = first;; fetch *= 2) {
-    auto hits = index.search(query, fetch, q.min_score);
+    auto hits = index.search(query, fetch, q.min_score, SearchOptions{q.ef, q.exact});
     if (!hits) return std::move(hits).error().with("collection", index.name());
     results.clear();
     skipped = 0;
@@ -224,6 +226,10 @@ Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q)
                        "-d; the collection was built by another version of the model and must be reindexed")
           .with("collection", response.collection)
           .with("model", response.model);
+    if (q.exact && index->count() > kMaxExactSearchVectors)
+      return invalid("exact", "exact search is limited to collections of at most " +
+                                  std::to_string(kMaxExactSearchVectors) + " vectors; this one holds " +
+                                  std::to_string(index->count()) + " (raise ef instead)");
     auto results = ranked_images(ctx, q, *index, query);
     if (!results) return std::move(results).error();
     response.results = std::move(results).value();

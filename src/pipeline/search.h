@@ -11,7 +11,8 @@
 //   kInvalidArgument   "tenantId" empty; "image" neither or both of image_bytes / image_id;
 //                      "topK" outside 1..1000; "minScore" outside [-1, 1] or NaN; "model" empty;
 //                      "offset" over 1000; "filter.excludeIds" over 1000 ids;
-//                      "filter.uploadedBefore" not after filter.uploadedAfter
+//                      "filter.uploadedBefore" not after filter.uploadedAfter; "ef" over 1024;
+//                      "exact" on a collection of more than kMaxExactSearchVectors
 //   kNotFound          "model" unknown; "imageId" no such image in the tenant (other tenants'
 //                      images are indistinguishable from absent ones)
 //   kFailedPrecondition "imageId" the image exists but has no vector for the model (not indexed
@@ -42,6 +43,10 @@ namespace deeplens {
 inline constexpr size_t kMaxSearchTopK = 1000;
 inline constexpr size_t kMaxSearchOffset = 1000;
 inline constexpr size_t kMaxSearchExcludeIds = 1000;
+inline constexpr size_t kMaxSearchEf = 1024;
+// An exact search compares the query with every vector (~43 ms at 100k x 1280-d on 2 cores,
+// bench/README.md): allowed up to this many vectors, so one request cannot hold a core for seconds.
+inline constexpr size_t kMaxExactSearchVectors = 200000;
 
 // Which of the nearest images may be results. Applied to the hits in order of similarity (the
 // index is asked for more while filtered hits leave fewer than offset + top_k), so a filter that
@@ -61,6 +66,8 @@ struct SearchQuery {
   size_t top_k = 10;     // 1..kMaxSearchTopK
   float min_score = 0;   // cosine similarity threshold in [-1, 1]
   size_t offset = 0;     // results to skip (paging): 0..kMaxSearchOffset
+  size_t ef = 0;         // HNSW candidates for this query, 0..kMaxSearchEf (0: the collection's)
+  bool exact = false;    // exact nearest neighbours; collections of at most kMaxExactSearchVectors
   SearchFilter filter;
   // Exactly one of:
   std::string image_bytes;  // an encoded image (JPEG, PNG, ...), checked like an upload

@@ -25,6 +25,15 @@ struct VectorUpsert {
   std::span<const float> vector;
 };
 
+// How one search trades speed for recall; the defaults are the index's own settings.
+struct SearchOptions {
+  // HNSW candidate list size for this query: raises the index's ef_search (never lowers it;
+  // 0 = the index's). Qdrant: `params.hnsw_ef`.
+  size_t ef = 0;
+  // Compare with every vector: perfect recall, cost linear in the collection (callers bound it).
+  bool exact = false;
+};
+
 struct SearchHit {
   std::string id;  // the imageId
   float score = 0;  // cosine similarity in [-1, 1], higher is closer
@@ -61,8 +70,11 @@ class VectorIndex {
   // The stored (normalised) vector of id, or kNotFound.
   virtual Result<std::vector<float>> get(std::string_view id) const = 0;
   // Up to k hits with score >= min_score, best first.
-  virtual Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k,
-                                                float min_score) const = 0;
+  virtual Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k, float min_score,
+                                                const SearchOptions& options) const = 0;
+  Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k, float min_score) const {
+    return search(query, k, min_score, SearchOptions{});
+  }
 };
 
 struct CollectionStats {

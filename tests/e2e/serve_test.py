@@ -182,6 +182,8 @@ class ServeTest(unittest.TestCase):
         skip = [ids["astronaut.png"], ids["rocket.jpg"]]
         kept = search(dict(base, topK=100, filter={"excludeIds": skip, "status": ["completed"]})).json()
         self.assertEqual([h["imageId"] for h in kept["results"]], [i for i in ranked if i not in skip])
+        tuned = search(dict(base, topK=100, ef=512, exact=True)).json()
+        self.assertEqual([h["imageId"] for h in tuned["results"]], ranked)
         future = search(dict(base, filter={"uploadedAfter": "2999-01-01T00:00:00Z"})).json()
         self.assertEqual(future["results"], [])
         past = search(dict(base, topK=100, filter={"uploadedBefore": "2999-01-01T00:00:00Z"})).json()
@@ -200,7 +202,8 @@ class ServeTest(unittest.TestCase):
                             (dict(base, filter={"uploadedAfter": "yesterday"}), "filter.uploadedAfter"),
                             (dict(base, filter={"uploadedAfter": "2026-01-02T00:00:00Z", "uploadedBefore": "2026-01-01T00:00:00Z"}),
                              "filter.uploadedBefore"),
-                            (dict(base, filter=[1]), "filter")):
+                            (dict(base, filter=[1]), "filter"),
+                            (dict(base, ef=0), "ef"), (dict(base, ef=2000), "ef"), (dict(base, exact="yes"), "exact")):
             r = search(body)
             self.assert_error(r, 400, "INVALID_REQUEST")
             self.assertEqual(r.json()["error"]["details"]["field"], field, body)

@@ -557,8 +557,8 @@ Result<std::vector<float>> HnswIndex::get(std::string_view id) const {
   return out;
 }
 
-Result<std::vector<SearchHit>> HnswIndex::search(std::span<const float> query, size_t k,
-                                                 float min_score) const {
+Result<std::vector<SearchHit>> HnswIndex::search(std::span<const float> query, size_t k, float min_score,
+                                                 const SearchOptions& options) const {
   auto q = normalised({}, query, "query vector");
   if (!q.ok()) return std::move(q).error();
   std::vector<SearchHit> hits;
@@ -567,12 +567,15 @@ Result<std::vector<SearchHit>> HnswIndex::search(std::span<const float> query, s
   const size_t live = label_of_.size();
   if (live == 0) return hits;
   std::vector<hnsw::ScoredLabel> found;
-  if (live < exact_search_below_) {
+  if (options.exact || live < exact_search_below_) {
     found = graph_->exact_search(q->data(), k);
   } else {
-    auto r = graph_->search(q->data(), k);
+    // hnswlib searches with max(ef_search, k) candidates: asking for ef of them and keeping the
+    // best k is a search with that ef, without touching the shared setting.
+    auto r = graph_->search(q->data(), std::max(k, options.ef));
     if (!r.ok()) return std::move(r).error().with("collection", name_);
     found = std::move(*r);
+    if (found.size() > k) found.resize(k);
   }
   hits.reserve(found.size());
   for (const auto& f : found) {

@@ -129,8 +129,9 @@ class HnswIndex final : public VectorIndex {
   Status remove(std::string_view id) override;
   std::vector<std::string> ids() const override;
   Result<std::vector<float>> get(std::string_view id) const override;
-  Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k,
-                                        float min_score) const override;
+  using VectorIndex::search;
+  Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k, float min_score,
+                                        const SearchOptions& options) const override;
 
   // Changes the search parameters of HnswOptions at run time (waits for running searches).
   void tune_search(size_t ef_search, size_t exact_search_below);

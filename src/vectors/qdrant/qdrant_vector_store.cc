@@ -129,7 +129,9 @@ class QdrantVectorStore::Index final : public VectorIndex {
     return (*r)["points"][0]["vector"].get<std::vector<float>>();
   }
 
-  Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k, float min_score) const override {
+  using VectorIndex::search;
+  Result<std::vector<SearchHit>> search(std::span<const float> query, size_t k, float min_score,
+                                        const SearchOptions& options) const override {
     if (query.size() != dimension_)
       return Error(ErrorCode::kInvalidArgument, "query vector has the wrong dimension for this collection")
           .with("collection", target_.logical)
@@ -144,7 +146,9 @@ class QdrantVectorStore::Index final : public VectorIndex {
                  {"filter", filter()},
                  {"with_payload", {"imageId"}},
                  {"with_vector", false}};
-    if (store_.options_.hnsw_ef > 0) body["params"] = {{"hnsw_ef", store_.options_.hnsw_ef}};
+    const size_t ef = std::max<size_t>(options.ef, store_.options_.hnsw_ef > 0 ? store_.options_.hnsw_ef : 0);
+    if (ef > 0) body["params"]["hnsw_ef"] = ef;
+    if (options.exact) body["params"]["exact"] = true;
     auto r = store_.call("POST", points_path("/query"), body);
     if (!r) {
       if (r.error().code == ErrorCode::kNotFound) return std::vector<SearchHit>{};

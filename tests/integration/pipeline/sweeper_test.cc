@@ -125,7 +125,9 @@ class DeletingIndex final : public VectorIndex {
   Status remove(std::string_view id) override { return real_.remove(id); }
   std::vector<std::string> ids() const override { return real_.ids(); }
   Result<std::vector<float>> get(std::string_view id) const override { return real_.get(id); }
-  Result<std::vector<SearchHit>> search(std::span<const float> q, size_t k, float min_score) const override {
+  using VectorIndex::search;
+  Result<std::vector<SearchHit>> search(std::span<const float> q, size_t k, float min_score,
+                                        const SearchOptions&) const override {
     return real_.search(q, k, min_score);
   }
 

@@ -464,6 +464,7 @@ TEST_F(BuiltinSearch, BadInputsAreRejectedWithTheField) {
       {"no model", with([](SearchQuery& q) { q.model.clear(); }), ErrorCode::kInvalidArgument, "model"},
       {"no tenant", with([](SearchQuery& q) { q.tenant_id.clear(); }), ErrorCode::kInvalidArgument, "tenantId"},
       {"offset 1001", with([](SearchQuery& q) { q.offset = 1001; }), ErrorCode::kInvalidArgument, "offset"},
+      {"ef 1025", with([](SearchQuery& q) { q.ef = 1025; }), ErrorCode::kInvalidArgument, "ef"},
       {"1001 excluded ids", with([](SearchQuery& q) { q.filter.exclude_ids.assign(1001, "img_x"); }),
        ErrorCode::kInvalidArgument, "filter.excludeIds"},
       {"before == after", with([](SearchQuery& q) { q.filter.uploaded_after = q.filter.uploaded_before = Timestamp{}; }),
@@ -480,6 +481,7 @@ TEST_F(BuiltinSearch, BadInputsAreRejectedWithTheField) {
   // The limits themselves are accepted.
   EXPECT_TRUE(search_images(ctx(), with([](SearchQuery& q) { q.top_k = 1000; q.min_score = -1; })).ok());
   EXPECT_TRUE(search_images(ctx(), with([](SearchQuery& q) { q.top_k = 1; q.min_score = 1; })).ok());
+  EXPECT_TRUE(search_images(ctx(), with([](SearchQuery& q) { q.ef = 1024; q.exact = true; q.offset = 1000; })).ok());
 }
 
 TEST_F(BuiltinSearch, HostileBytesAreRefusedWithTheImagingReason) {

@@ -175,6 +175,13 @@ TEST_P(VectorStoreConformance, SearchReturnsUpToKBestFirstAboveMinScore) {
   auto none = index.search(query, 0, -1.0f);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty());
+  // Per-query options (Qdrant: params.hnsw_ef / params.exact) give the same best hits here.
+  for (const SearchOptions& o : {SearchOptions{200, false}, SearchOptions{0, true}, SearchOptions{50, true}}) {
+    auto tuned = index.search(query, 5, -1.0f, o);
+    ASSERT_TRUE(tuned.ok()) << tuned.error().to_string();
+    ASSERT_EQ(tuned->size(), 5u);
+    for (size_t i = 0; i < 5; ++i) EXPECT_EQ((*tuned)[i].id, (*hits)[i].id) << "ef " << o.ef << " exact " << o.exact;
+  }
 }
 
 TEST_P(VectorStoreConformance, BadVectorsAreRejectedAndABadBatchChangesNothing) {

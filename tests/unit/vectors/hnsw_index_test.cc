@@ -226,6 +226,64 @@ TEST(HnswIndex, ExactAndHnswSearchAgreeOnASmallCollection) {
   EXPECT_GE(double(overlap) / (kQueries * 10), 0.95);
 }
 
+// Per-query SearchOptions: `exact` gives the brute-force answer on a graph-searched collection,
+// and `ef` raises this query's candidate list above the index's own (a deliberately poor 4 here)
+// without changing it for anyone else.
+TEST(HnswIndex, PerQueryEfRaisesRecallAndExactMatchesBruteForce) {
+  TempDir dir;
+  HnswOptions options = small_options();
+  options.exact_search_below = 0;
+  options.ef_search = 4;
+  auto index = create_index(dir.path(), options);
+  std::mt19937_64 rng(11);
+  std::vector<std::vector<float>> vectors;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3000; ++i) {
+    vectors.push_back(random_vector(rng, kDim));
+    ids.push_back("img_" + std::to_string(i));
+  }
+  std::vector<VectorUpsert> batch;
+  for (int i = 0; i < 3000; ++i) batch.push_back({ids[i], vectors[i]});
+  ASSERT_TRUE(index->upsert_batch(batch).ok());
+  constexpr int kQueries = 40;
+  constexpr size_t kK = 10;
+  size_t found_default = 0, found_ef = 0, found_default_after = 0;
+  for (int q = 0; q < kQueries; ++q) {
+    const auto query = normalise(random_vector(rng, kDim));
+    // Brute force, computed here.
+    std::vector<std::pair<float, std::string>> all;
+    for (size_t i = 0; i < vectors.size(); ++i) {
+      const auto v = normalise(vectors[i]);
+      float dot = 0;
+      for (size_t d = 0; d < kDim; ++d) dot += v[d] * query[d];
+      all.emplace_back(dot, ids[i]);
+    }
+    std::partial_sort(all.begin(), all.begin() + kK, all.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    std::set<std::string> truth;
+    for (size_t i = 0; i < kK; ++i) truth.insert(all[i].second);
+
+    auto exact = index->search(query, kK, -1.0f, SearchOptions{0, true});
+    ASSERT_TRUE(exact.ok());
+    ASSERT_EQ(exact->size(), kK);
+    for (size_t i = 0; i < kK; ++i) EXPECT_EQ((*exact)[i].id, all[i].second) << "query " << q << " #" << i;
+
+    auto plain = index->search(query, kK, -1.0f);
+    auto wide = index->search(query, kK, -1.0f, SearchOptions{256, false});
+    auto plain_again = index->search(query, kK, -1.0f);
+    ASSERT_TRUE(plain.ok() && wide.ok() && plain_again.ok());
+    ASSERT_EQ(wide->size(), kK);
+    for (const auto& h : *plain) found_default += truth.count(h.id);
+    for (const auto& h : *wide) found_ef += truth.count(h.id);
+    for (const auto& h : *plain_again) found_default_after += truth.count(h.id);
+  }
+  const double recall_default = double(found_default) / (kQueries * kK);
+  const double recall_ef = double(found_ef) / (kQueries * kK);
+  std::printf("recall@10 with ef 4: %.3f, with ef 256 for the query: %.3f\n", recall_default, recall_ef);
+  EXPECT_GE(recall_ef, 0.97);
+  EXPECT_GT(recall_ef, recall_default);
+  EXPECT_EQ(found_default_after, found_default) << "the per-query ef did not change the index's";
+}
+
 TEST(HnswIndex, ReopenAfterCloseRestoresEverythingFromTheLog) {
   TempDir dir;
   std::mt19937_64 rng(5);

@@ -76,7 +76,8 @@ class MapIndex final : public VectorIndex {
     if (it == vectors_.end()) return Error(ErrorCode::kNotFound, "absent");
     return it->second;
   }
-  Result<std::vector<SearchHit>> search(std::span<const float>, size_t, float) const override {
+  using VectorIndex::search;
+  Result<std::vector<SearchHit>> search(std::span<const float>, size_t, float, const SearchOptions&) const override {
     return std::vector<SearchHit>{};
   }
 
