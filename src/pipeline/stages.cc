@@ -442,51 +442,121 @@ size_t ExtractStage::handle(std::span<const BusMessage> batch) {
 // ------------------------------------------------------------------------------------------------
 // IndexStage
 
+// One message of a batch on its way through: decoded, checked, then written with the others of
+// its collection in one upsert_batch (one log write and one fsync for the embedded index, one
+// request for Qdrant), then committed on its own.
+struct IndexStage::Work {
+  std::optional<VectorIndexingRequestedEvent> event;  // nullopt: undecodable
+  Error decode_error{ErrorCode::kInternal, ""};
+  bool processed = false;                   // an earlier delivery committed it
+  std::optional<ImageRecord> image;         // nullopt: deleted before it was indexed
+  std::string collection;
+  Timestamp started;
+  std::optional<Failure> failure;
+  int64_t duration = 0;
+};
+
+namespace {
+
+Failure index_failure(const Error& e) {
+  const ErrorCode code = e.code;
+  const bool permanent = code == ErrorCode::kInvalidArgument || code == ErrorCode::kFailedPrecondition;
+  return Failure{code == ErrorCode::kFailedPrecondition ? "COLLECTION_MISMATCH"
+                 : permanent                              ? "INVALID_VECTOR"
+                                                          : "INDEX_UNAVAILABLE",
+                 e.message, !permanent};
+}
+
+}  // namespace
+
 size_t IndexStage::handle(std::span<const BusMessage> batch) {
+  // 1. Decode and look up; a backend error stops the batch there (the rest comes again).
+  std::vector<Work> work(batch.size());
+  size_t ready = batch.size();
   for (size_t i = 0; i < batch.size(); ++i) {
-    if (auto st = handle_one(batch[i]); !st) {
+    Work& w = work[i];
+    auto decoded = decode_vector_indexing_requested(batch[i].payload);
+    if (!decoded) {
+      w.decode_error = decoded.error();
+      continue;
+    }
+    w.event = std::move(decoded).value();
+    auto processed = already_processed(ctx_, groups::kIndexer, w.event->envelope.event_id);
+    if (!processed) {
+      log_warn("stage.retry_later", {{"stage", "index"}, {"error", processed.error().to_string()}});
+      ready = i;
+      break;
+    }
+    w.processed = *processed;
+    if (w.processed) continue;
+    auto image = ctx_.store.get_image(w.event->envelope.tenant_id, w.event->data.image_id);
+    if (!image && image.error().code != ErrorCode::kNotFound) {
+      log_warn("stage.retry_later", {{"stage", "index"}, {"error", image.error().to_string()}});
+      ready = i;
+      break;
+    }
+    if (image) w.image = std::move(image).value();
+    w.collection = collection_name(w.event->envelope.tenant_id, w.event->data.model_name);
+    w.started = ctx_.clock.now();
+  }
+
+  // 2. One upsert_batch per collection (and dimension) for the images still there.
+  std::map<std::pair<std::string, size_t>, std::vector<size_t>> groups;
+  for (size_t i = 0; i < ready; ++i)
+    if (work[i].event && !work[i].processed && work[i].image)
+      groups[{work[i].collection, work[i].event->data.feature_vector.size()}].push_back(i);
+  for (const auto& [key, members] : groups) {
+    const auto t0 = Clock_::now();
+    auto index = ctx_.vectors.open_collection(key.first, key.second);
+    if (!index) {
+      const bool permanent = index.error().code == ErrorCode::kFailedPrecondition ||
+                             index.error().code == ErrorCode::kInvalidArgument;
+      for (size_t i : members)
+        work[i].failure = Failure{permanent ? "COLLECTION_MISMATCH" : "INDEX_UNAVAILABLE", index.error().message, !permanent};
+      continue;
+    }
+    std::vector<VectorUpsert> upserts;
+    for (size_t i : members) {
+      const auto& data = work[i].event->data;
+      upserts.push_back(VectorUpsert{data.image_id, data.feature_vector, data.vector_metadata.model_version});
+    }
+    Status st = (*index)->upsert_batch(upserts);
+    if (!st && members.size() > 1 &&
+        (st.error().code == ErrorCode::kInvalidArgument || st.error().code == ErrorCode::kFailedPrecondition)) {
+      // One bad element rejects the whole batch: write them one by one, so only it fails.
+      for (size_t m = 0; m < members.size(); ++m)
+        if (auto one = (*index)->upsert_batch(std::span(&upserts[m], 1)); !one) work[members[m]].failure = index_failure(one.error());
+    } else if (!st) {
+      for (size_t i : members) work[i].failure = index_failure(st.error());
+    }
+    const int64_t duration = ms_since(t0);
+    for (size_t i : members) work[i].duration = duration;
+  }
+
+  // 3. Commit each message's effects in order.
+  for (size_t i = 0; i < ready; ++i) {
+    Status st;
+    if (!work[i].event)
+      st = dead_letter_undecodable(ctx_, batch[i], "vector_indexing", work[i].decode_error);
+    else if (!work[i].processed)
+      st = commit(batch[i], work[i]);
+    if (!st) {
       log_warn("stage.retry_later", {{"stage", "index"}, {"error", st.error().to_string()}});
       return i;
     }
   }
-  return batch.size();
+  return ready;
 }
 
-Status IndexStage::handle_one(const BusMessage& msg) {
-  auto decoded = decode_vector_indexing_requested(msg.payload);
-  if (!decoded) return dead_letter_undecodable(ctx_, msg, "vector_indexing", decoded.error());
-  const auto& ev = *decoded;
+Status IndexStage::commit(const BusMessage& msg, Work& work) {
+  const auto& ev = *work.event;
   const auto& tenant = ev.envelope.tenant_id;
   const auto& image_id = ev.data.image_id;
-  auto processed = already_processed(ctx_, groups::kIndexer, ev.envelope.event_id);
-  if (!processed) return std::move(processed).error();
-  if (*processed) return {};
-  auto image = ctx_.store.get_image(tenant, image_id);
-  if (!image && image.error().code != ErrorCode::kNotFound) return std::move(image).error();
-
-  const Timestamp started = ctx_.clock.now();
-  const std::string collection = collection_name(tenant, ev.data.model_name);
-  std::optional<Failure> failure;
-  int64_t duration = 0;
-  if (image) {
-    const auto t0 = Clock_::now();
-    auto index = ctx_.vectors.open_collection(collection, ev.data.feature_vector.size());
-    if (!index) {
-      const bool permanent = index.error().code == ErrorCode::kFailedPrecondition ||
-                             index.error().code == ErrorCode::kInvalidArgument;
-      failure = Failure{permanent ? "COLLECTION_MISMATCH" : "INDEX_UNAVAILABLE", index.error().message, !permanent};
-    } else if (auto st = (*index)->upsert_with_version(image_id, ev.data.feature_vector,
-                                                       ev.data.vector_metadata.model_version);
-               !st) {
-      const ErrorCode code = st.error().code;
-      const bool permanent = code == ErrorCode::kInvalidArgument || code == ErrorCode::kFailedPrecondition;
-      failure = Failure{code == ErrorCode::kFailedPrecondition ? "COLLECTION_MISMATCH"
-                        : permanent                              ? "INVALID_VECTOR"
-                                                                 : "INDEX_UNAVAILABLE",
-                        st.error().message, !permanent};
-    }
-    duration = ms_since(t0);
-  }
+  const auto& image = work.image;
+  const std::string& collection = work.collection;
+  const Timestamp started = work.started;
+  const std::optional<Failure>& failure = work.failure;
+  const int64_t duration = work.duration;
   const RetryPolicy policy = ev.retry_policy.value_or(ctx_.options.retry);
   const std::string correlation = ev.envelope.correlation_id.value_or(ev.envelope.event_id);
 

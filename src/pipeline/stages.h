@@ -57,10 +57,13 @@ class ExtractStage final : public StageHandler {
 class IndexStage final : public StageHandler {
  public:
   explicit IndexStage(PipelineContext& ctx) : ctx_(ctx) {}
+  // A batch's vectors are written with one upsert_batch per collection; each message's effects
+  // (step, completion, failure) are then committed on their own, in order.
   size_t handle(std::span<const BusMessage> batch) override;
 
  private:
-  Status handle_one(const BusMessage& msg);
+  struct Work;
+  Status commit(const BusMessage& msg, Work& work);
   PipelineContext& ctx_;
 };
 

@@ -47,7 +47,7 @@ Status VectorIndex::upsert_batch(std::span<const VectorUpsert> batch) {
   // Validate everything first so that a bad element rejects the batch without partial effects.
   if (auto st = validate_batch(batch); !st) return st;
   for (const auto& item : batch) {
-    if (Status s = upsert(item.id, item.vector); !s.ok()) return s;
+    if (Status s = upsert_with_version(item.id, item.vector, item.model_version); !s.ok()) return s;
   }
   return ok_status();
 }

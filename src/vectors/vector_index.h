@@ -23,6 +23,9 @@ namespace deeplens {
 struct VectorUpsert {
   std::string_view id;
   std::span<const float> vector;
+  // Which version of the model made the vector (Qdrant keeps it in the point's payload as
+  // modelVersion; the embedded index ignores it). May be empty.
+  std::string_view model_version = {};
 };
 
 // How one search trades speed for recall; the defaults are the index's own settings.

@@ -53,18 +53,18 @@ class QdrantVectorStore::Index final : public VectorIndex {
 
   Status upsert(std::string_view id, std::span<const float> vector) override {
     const VectorUpsert one{id, vector};
-    return write(std::span(&one, 1), {});
+    return write(std::span(&one, 1));
   }
 
   Status upsert_with_version(std::string_view id, std::span<const float> vector, std::string_view model_version) override {
-    const VectorUpsert one{id, vector};
-    return write(std::span(&one, 1), model_version);
+    const VectorUpsert one{id, vector, model_version};
+    return write(std::span(&one, 1));
   }
 
-  Status upsert_batch(std::span<const VectorUpsert> batch) override { return write(batch, {}); }
+  Status upsert_batch(std::span<const VectorUpsert> batch) override { return write(batch); }
 
  private:
-  Status write(std::span<const VectorUpsert> batch, std::string_view model_version) {
+  Status write(std::span<const VectorUpsert> batch) {
     if (auto st = validate_batch(batch); !st) return st;
     if (batch.empty()) return {};
     // A later duplicate wins: only the last element of each id is sent.
@@ -74,7 +74,7 @@ class QdrantVectorStore::Index final : public VectorIndex {
     for (size_t i = 0; i < batch.size(); ++i) {
       if (last[batch[i].id] != i) continue;
       json payload = {{"imageId", std::string(batch[i].id)}, {"tenantId", target_.tenant}, {"modelName", target_.model}};
-      if (!model_version.empty()) payload["modelVersion"] = std::string(model_version);
+      if (!batch[i].model_version.empty()) payload["modelVersion"] = std::string(batch[i].model_version);
       points.push_back({{"id", qdrant::point_id(target_, batch[i].id, store_.options_.multitenancy)},
                         {"vector", normalised(batch[i].vector)},
                         {"payload", std::move(payload)}});

@@ -7,6 +7,8 @@
 
 #include "common/sha256.h"
 #include "imaging/image.h"
+#include "pipeline/event_factory.h"
+#include "pipeline/stages.h"
 #include "support/pipeline_harness.h"
 #include "support/test_extractor.h"
 
@@ -177,6 +179,54 @@ TEST_F(EmbeddedPipeline, AMalformedMessageIsDeadLetteredAndThePipelineKeepsGoing
     return letters.size() == 2;
   }, 10s));
   for (const auto& l : letters) EXPECT_EQ(l.error_code, "UNDECODABLE");
+}
+
+// The index stage writes a batch's vectors with one upsert_batch; a vector the index rejects fails
+// only its own image, and every other image of the batch completes.
+TEST_F(EmbeddedPipeline, TheIndexStageWritesABatchTogetherAndABadVectorFailsOnlyItsImage) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) ids.push_back(upload("batched-" + std::to_string(i)));
+  std::vector<BusMessage> batch;
+  for (int i = 0; i < 4; ++i) {
+    VectorIndexingRequestedEvent e;
+    e.envelope = {node_->context().ids.event_id(), clock_.now(), "acme-corp", node_->context().ids.event_id()};
+    e.data.image_id = ids[i];
+    e.data.model_name = "test";
+    e.data.feature_vector.assign(16, i == 2 ? 0.0f : 1.0f + static_cast<float>(i));  // #2: zero length
+    e.data.vector_metadata.model_version = "t1";
+    const OutboxMessage m = to_outbox(e);
+    BusMessage msg;
+    msg.topic = m.topic;
+    msg.key = m.key;
+    msg.payload = m.payload;
+    msg.offset = i;
+    batch.push_back(std::move(msg));
+  }
+  batch.push_back(batch[0]);  // a redelivery inside the same batch changes nothing
+  IndexStage stage(node_->context());
+  EXPECT_EQ(stage.handle(batch), batch.size());
+  VectorIndex* index = node_->vectors().find_collection(collection_name("acme-corp", "test"));
+  ASSERT_NE(index, nullptr);
+  EXPECT_EQ(index->count(), 3u);
+  for (int i = 0; i < 4; ++i) {
+    auto image = node_->store().get_image("acme-corp", ids[i]);
+    ASSERT_TRUE(image.ok());
+    auto steps = node_->store().get_steps(ids[i]);
+    ASSERT_TRUE(steps.ok());
+    const StepRecord* step = nullptr;
+    for (const auto& s : *steps)
+      if (s.step == "vector_indexing") step = &s;
+    ASSERT_NE(step, nullptr) << i;
+    if (i == 2) {
+      EXPECT_EQ(step->status, StepStatus::kFailed);
+      EXPECT_NE(step->last_error.find("INVALID_VECTOR"), std::string::npos) << step->last_error;
+      EXPECT_FALSE(index->get(ids[i]).ok());
+    } else {
+      EXPECT_EQ(step->status, StepStatus::kCompleted) << i << ": " << step->last_error;
+      EXPECT_EQ(image->status, ImageStatus::kCompleted) << i;
+      EXPECT_TRUE(index->get(ids[i]).ok()) << i;
+    }
+  }
 }
 
 TEST_F(EmbeddedPipeline, RedeliveredEventsChangeNothing) {
