@@ -189,6 +189,16 @@ const tests = {
     // Status filter: nothing failed.
     await page.getByLabel("Status").selectOption("failed");
     await page.getByText("No images.").waitFor();
+    // Delete one (after confirming): the gallery and the API no longer have it.
+    await page.getByLabel("Status").selectOption("");
+    await tiles.nth(PHOTOS.length - 1).waitFor();
+    const victim = await page.locator('.tile[data-image-id]').filter({ has: page.getByAltText("coffee.png") }).getAttribute("data-image-id");
+    page.once("dialog", (d) => d.accept());
+    await page.getByRole("button", { name: "Delete coffee.png" }).click();
+    await page.locator(`.tile[data-image-id="${victim}"]`).waitFor({ state: "detached" });
+    await tiles.nth(PHOTOS.length - 2).waitFor();
+    check(await tiles.count() === PHOTOS.length - 1, "the deleted photo left the gallery");
+    check((await server.api("GET", `/api/v1/images/${victim}`)).status === 404, "and the server");
   },
 
   async similar({ page, server }) {
