@@ -30,6 +30,25 @@
 #include "api/route_match.h"
 #include "fuzz_check.h"
 
+// Boost's assertions go through this handler in the fuzz build (BOOST_ENABLE_ASSERT_HANDLER, set
+// for this target only): every one aborts as a crash, except one known to be wrong. Beast 1.81's
+// parse_chunk_header asserts `n >= 5` where 3 bytes can legitimately be all it has (a final
+// "0\r\n" whose trailer has not arrived; fuzzing found it with a chunked body split across
+// reads); the code after the assert answers need_more correctly. Beast fixed the assert in
+// boostorg/beast#2861 (Boost 1.86). Release builds compile Boost's asserts out.
+namespace boost {
+void assertion_failed(char const* expr, char const* function, char const* file, long line) {
+  const std::string_view e(expr), f(file);
+  if (e == "n >= 5" && f.size() >= 16 && f.substr(f.size() - 16) == "basic_parser.ipp") return;
+  std::fprintf(stderr, "%s:%ld: %s: Boost assertion failed: %s\n", file, line, function, expr);
+  std::abort();
+}
+void assertion_failed_msg(char const* expr, char const* msg, char const* function, char const* file, long line) {
+  std::fprintf(stderr, "%s:%ld: %s: Boost assertion failed: %s (%s)\n", file, line, function, expr, msg);
+  std::abort();
+}
+}  // namespace boost
+
 namespace {
 
 namespace beast = boost::beast;
