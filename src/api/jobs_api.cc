@@ -41,7 +41,7 @@ HttpResponse ApiService::jobs(HttpRequest& req) {
   const Timestamp now = ctx_.clock.now();
   auto activity = ctx_.store.step_activity(now - kThroughputWindow);
   if (!activity) return error_from(activity.error());
-  auto failures = list_failures(ctx_, req.tenant_id, 1000);
+  auto failures = list_failures(ctx_, req.tenant_id, 1000, /*with_errors=*/false);  // counts only
   if (!failures) return error_from(failures.error());
   ojson j;
   j["stages"] = ojson::array();

@@ -43,7 +43,8 @@ std::optional<RetryingImage> describe_retry(const ScheduledRetry& r, const std::
 
 }  // namespace
 
-Result<FailureReport> list_failures(PipelineContext& ctx, const std::string& tenant_id, int limit, int scan_retries) {
+Result<FailureReport> list_failures(PipelineContext& ctx, const std::string& tenant_id, int limit, bool with_errors,
+                                    int scan_retries) {
   FailureReport report;
   auto letters = ctx.store.list_dead_letters(false, limit, tenant_id);
   if (!letters) return std::move(letters).error();
@@ -55,6 +56,10 @@ Result<FailureReport> list_failures(PipelineContext& ctx, const std::string& ten
     auto retrying = describe_retry(r, tenant_id, ctx.options.retry);
     if (!retrying) continue;
     // The error is the failed step's own record (the retry event does not carry it).
+    if (!with_errors) {
+      report.retrying.push_back(std::move(*retrying));
+      continue;
+    }
     if (auto steps = ctx.store.get_steps(retrying->image_id))
       for (const auto& s : *steps)
         if (s.step == retrying->stage && (retrying->model.empty() || s.model == retrying->model) && !s.last_error.empty())

@@ -27,8 +27,9 @@ struct FailureReport {
 };
 
 // At most `limit` of each. Scheduled retries are not stored by tenant, so the soonest
-// `scan_retries` are read and the tenant's kept.
+// `scan_retries` are read and the tenant's kept. with_errors false leaves last_error empty and
+// reads no step records (for counting, e.g. the jobs page's refresh).
 Result<FailureReport> list_failures(PipelineContext& ctx, const std::string& tenant_id, int limit,
-                                    int scan_retries = 5000);
+                                    bool with_errors = true, int scan_retries = 5000);
 
 }  // namespace deeplens
