@@ -89,6 +89,7 @@ struct RouteSpec {
   bool auth;
   const char* name;
   HttpResponse (ApiService::*fn)(HttpRequest&);
+  RunOn run_on = RunOn::kPool;  // where the server runs the handler (a search by image: kQueries)
 };
 
 const RouteSpec kRouteSpecs[] = {
@@ -100,9 +101,9 @@ const RouteSpec kRouteSpecs[] = {
     {"GET", "/api/v1/images/{id}/content", false, true, "get_content", &ApiService::get_content},
     {"GET", "/api/v1/images/{id}/thumbnail", false, true, "get_thumbnail", &ApiService::get_thumbnail},
     {"POST", "/api/v1/search", true, true, "search", &ApiService::search},
-    {"GET", "/healthz", false, false, "healthz", &ApiService::healthz},
+    {"GET", "/healthz", false, false, "healthz", &ApiService::healthz, RunOn::kInline},
     {"GET", "/readyz", false, false, "readyz", &ApiService::readyz},
-    {"GET", "/metrics", false, false, "metrics", &ApiService::metrics},
+    {"GET", "/metrics", false, false, "metrics", &ApiService::metrics, RunOn::kInline},
     // Authenticated by the upgrade's headers or, for browsers, by the first message (admit()).
     {"GET", "/api/v1/ws", false, false, "websocket", &ApiService::websocket},
     {"GET", "/api/v1/events", false, true, "events", &ApiService::events},
@@ -125,8 +126,8 @@ const RouteSpec kRouteSpecs[] = {
     {"POST", "/api/v1/dead-letters/replay", false, true, "replay_dead_letters", &ApiService::replay_dead_letters},
     {"POST", "/api/v1/dead-letters/{id}/replay", false, true, "replay_dead_letter", &ApiService::replay_dead_letter},
     // The web UI: static files, public (it signs in with an API key of its own).
-    {"GET", "/", false, false, "web_ui", &ApiService::web_ui},
-    {"GET", "/ui/{file}", false, false, "web_ui", &ApiService::web_ui},
+    {"GET", "/", false, false, "web_ui", &ApiService::web_ui, RunOn::kInline},
+    {"GET", "/ui/{file}", false, false, "web_ui", &ApiService::web_ui, RunOn::kInline},
 };
 
 std::vector<std::pair<std::string, std::string>> ApiService::route_table() {
@@ -147,6 +148,11 @@ HttpResponse error_from(const Error& e) {
     if (r == "too_many_pixels" || r == "edge_too_long") return error_response(413, "IMAGE_TOO_LARGE", e.message, details);
     if (r == "corrupt") return error_response(400, "CORRUPT_IMAGE", e.message, details);
     if (r == "quota_images" || r == "quota_bytes") return error_response(403, "QUOTA_EXCEEDED", e.message, details);
+    if (r == "busy") {
+      HttpResponse res = error_response(503, "SERVER_BUSY", e.message, details);
+      res.headers.emplace_back("Retry-After", "1");
+      return res;
+    }
   }
   switch (e.code) {
     case ErrorCode::kInvalidArgument: return error_response(400, "INVALID_REQUEST", e.message, details);
@@ -202,7 +208,15 @@ ApiService::ApiService(PipelineContext& ctx, EventBus& bus, ApiOptions options, 
   }
   for (const auto& spec : kRouteSpecs)
     routes_.push_back(Route{spec.method, spec.pattern, spec.spool, spec.auth, spec.name,
-                            [this, fn = spec.fn](HttpRequest& r) { return (this->*fn)(r); }});
+                            [this, fn = spec.fn](HttpRequest& r) { return (this->*fn)(r); }, spec.run_on});
+  for (const auto& name : options_.models)
+    if (Extractor* model = ctx_.models(name); model && model->info().batches)
+      batchers_.emplace(name, std::make_unique<QueryBatcher>(*model, options_.query_batch, options_.query_waiting));
+  if (!batchers_.empty()) {
+    ctx_.metrics.describe("deeplens_search_model_calls_total", "counter",
+                          "model calls for searches by image (queries in flight together share one)");
+    ctx_.metrics.describe("deeplens_search_queries_waiting", "gauge", "searches by image waiting for a model call");
+  }
   ctx_.metrics.describe("deeplens_http_requests_total", "counter", "HTTP requests by route and status");
   ctx_.metrics.describe("deeplens_http_request_seconds", "histogram", "HTTP request latency by route");
 }
@@ -338,6 +352,9 @@ Admission ApiService::admit(HttpRequest& req) {
   const Route* route = match(req.method, req.path, req.params, known);
   if (!route) return out;  // handle() answers 404 / 405; any body is small and dropped
   out.spool = route->spool;
+  out.run_on = route->run_on;
+  // A search by image runs a model forward: on the pool kept for those.
+  if (route->fn_name == "search" && !multipart_boundary(req.header("content-type")).empty()) out.run_on = RunOn::kQueries;
   req.admitted = true;
   if (route->fn_name == "websocket" && !presented_key(req).empty()) {
     // A non-browser client authenticates on the upgrade; a wrong key is refused before it.
@@ -710,7 +727,19 @@ HttpResponse ApiService::search(HttpRequest& req) {
     if (j.contains("filter"))
       if (auto bad = parse_search_filter(j["filter"], q.filter)) return *bad;
   }
-  auto result = search_images(ctx_, q);
+  auto result = search_images(ctx_, q, [this](Extractor& model, const ExtractorInput& input) -> Result<std::vector<float>> {
+    if (auto it = batchers_.find(model.info().name); it != batchers_.end()) {
+      QueryBatcher& batcher = *it->second;
+      auto v = batcher.extract(input);
+      ctx_.metrics.set("deeplens_search_model_calls_total", {{"model", it->first}}, static_cast<double>(batcher.calls()));
+      ctx_.metrics.set("deeplens_search_queries_waiting", {{"model", it->first}}, static_cast<double>(batcher.waiting()));
+      return v;
+    }
+    auto vectors = model.extract(std::span(&input, 1));
+    if (!vectors) return std::move(vectors).error();
+    if (vectors->size() != 1) return Error(ErrorCode::kInternal, "extractor returned no vector for the query image");
+    return std::move((*vectors)[0]);
+  });
   if (!result) {
     const auto& e = result.error();
     auto field = e.context.find("field");

@@ -11,6 +11,7 @@
 #include <optional>
 #include <unordered_map>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "api/http.h"
 #include "api/push_session.h"
 #include "bus/event_bus.h"
+#include "features/query_batcher.h"
 #include "pipeline/context.h"
 #include "pipeline/status.h"
 
@@ -44,6 +46,11 @@ struct ApiOptions {
   // every process within this time.
   std::chrono::milliseconds key_cache_ttl{500};
   std::chrono::milliseconds push_heartbeat{15000};  // push.sse_heartbeat_s: event-stream keep-alive comments
+  // Searches by image with a model that batches (ModelInfo::batches) share forwards
+  // (QueryBatcher): at most this many images per forward (search.query_batch), and at most
+  // query_waiting queries waiting for one (then 503 SERVER_BUSY).
+  size_t query_batch = 16;
+  size_t query_waiting = 64;
 };
 
 // What the webhook routes need beyond the pipeline's context (ApiService::enable_webhooks).
@@ -63,6 +70,7 @@ struct Route {
   bool auth = true;     // needs an API key
   std::string fn_name;  // the handler's name ("upload", "search", ...)
   std::function<HttpResponse(HttpRequest&)> handler;
+  RunOn run_on = RunOn::kPool;  // where the HTTP server runs the handler (http.h)
 };
 
 class ApiService {
@@ -136,6 +144,7 @@ class ApiService {
   PushHub* hub_;
   std::unique_ptr<PushContext> push_;  // when hub_
   WebhookApiContext webhooks_;
+  std::map<std::string, std::unique_ptr<QueryBatcher>> batchers_;  // by model name; fixed after construction
   std::mutex auth_mu_;
   std::unordered_map<std::string, Credentials> key_cache_;  // sha256(key) -> credentials; guarded by auth_mu_
 };

@@ -70,11 +70,24 @@ struct HttpResponse {
   std::shared_ptr<StreamHandler> stream;
 };
 
+// Where a request's handler runs (HttpServer). The I/O threads only read and write sockets; a
+// handler that may block (fsync, a database round trip, a model forward) runs on a pool, so a slow
+// request never holds up a fast one:
+//   kPool     the handler pool (server.threads) — the default
+//   kQueries  the pool kept for searches by image (server.query_threads), so that model forwards
+//             never take the threads every other request needs
+//   kInline   the I/O thread that read the request: only handlers that never block (/healthz,
+//             /metrics, the web UI's files)
+// A pool whose queue is full answers 503 SERVER_BUSY with Retry-After instead of queueing more.
+enum class RunOn { kPool, kQueries, kInline };
+
 // What the server does with a request whose headers are in and whose body is not read yet:
-// refuse it with a response, or go on and say whether the body is spooled to a file.
+// refuse it with a response, or go on and say whether the body is spooled to a file and where its
+// handler runs.
 struct Admission {
   std::optional<HttpResponse> refusal;
   bool spool = false;
+  RunOn run_on = RunOn::kPool;
 };
 
 // {"error":{"code":"...","message":"...","details":{...}}}

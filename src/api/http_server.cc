@@ -4,7 +4,9 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket.hpp>
+#include <atomic>
 #include <deque>
+#include <functional>
 #include <limits>
 #include <list>
 #include <map>
@@ -288,6 +290,38 @@ class EventStreamConn final : public StreamConn {
   std::array<char, 512> discard_{};
 };
 
+// A handler pool: its threads and a bound on the requests waiting for them.
+class HandlerPool {
+ public:
+  HandlerPool(int threads, int queue)
+      : pool_(static_cast<size_t>(std::max(1, threads))), limit_(std::max(1, threads) + std::max(0, queue)) {}
+  // Runs fn on the pool, unless as many requests as its threads and queue hold are already there.
+  bool try_post(std::function<void()> fn) {
+    if (pending_.fetch_add(1) >= limit_) {
+      pending_.fetch_sub(1);
+      return false;
+    }
+    net::post(pool_, [this, fn = std::move(fn)] {
+      fn();
+      pending_.fetch_sub(1);
+    });
+    return true;
+  }
+  // Waits for what was posted to finish.
+  void join() { pool_.join(); }
+
+ private:
+  net::thread_pool pool_;
+  std::atomic<int> pending_{0};
+  const int limit_;
+};
+
+HttpResponse server_busy() {
+  HttpResponse res = error_response(503, "SERVER_BUSY", "the server is busy with as many requests of this kind as it queues; retry shortly");
+  res.headers.emplace_back("Retry-After", "1");
+  return res;
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -303,7 +337,10 @@ struct HttpServer::Impl {
   std::map<std::string, int> connections_by_client;  // guarded by sessions_mu
   net::io_context ioc;
   std::optional<tcp::acceptor> acceptor;
-  std::vector<std::thread> threads;
+  std::vector<std::thread> threads;  // the I/O threads
+  // After ioc: destroyed first, so a handler still running can post its response to ioc.
+  std::optional<HandlerPool> pool;          // RunOn::kPool
+  std::optional<HandlerPool> query_pool;    // RunOn::kQueries
   std::atomic<bool> draining{false};
   std::atomic<int> in_flight{0};
   std::atomic<uint64_t> spool_seq{0};  // names spool files uniquely within the process
@@ -396,6 +433,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
       refused_ = !header_->is_done();
       return respond(std::move(*admission.refusal), false);
     }
+    run_on_ = admission.run_on;
     const bool spool = admission.spool;
     const uint64_t limit = spool ? server_.options.max_body_bytes : server_.options.max_small_body_bytes;
     if (auto length = header_->content_length(); length && *length > limit) {
@@ -461,17 +499,30 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
     }
   }
 
+  // The request is complete: run its handler where the admission said, then answer on the strand.
+  // While the handler runs on a pool this session starts no I/O, so request_ is the handler's alone.
   void handle(std::string body) {
-    HttpRequest& req = request_;
-    req.body = std::move(body);
-    req.body_file = spool_path_;
-    HttpResponse res;
+    request_.body = std::move(body);
+    request_.body_file = spool_path_;
+    if (run_on_ == RunOn::kInline) return deliver(run_handler());
+    HandlerPool& pool = run_on_ == RunOn::kQueries ? *server_.query_pool : *server_.pool;
+    const bool queued = pool.try_post([self = shared_from_this()] {
+      auto res = std::make_shared<HttpResponse>(self->run_handler());
+      net::post(self->stream_.get_executor(), [self, res] { self->deliver(std::move(*res)); });
+    });
+    if (!queued) respond(server_busy(), keep_alive_);
+  }
+
+  HttpResponse run_handler() {
     try {
-      res = server_.handler(req);
+      return server_.handler(request_);
     } catch (const std::exception& e) {
-      log_error("http.handler_exception", {{"path", req.path}, {"error", e.what()}});
-      res = error_response(500, "INTERNAL", "internal error");
+      log_error("http.handler_exception", {{"path", request_.path}, {"error", e.what()}});
+      return error_response(500, "INTERNAL", "internal error");
     }
+  }
+
+  void deliver(HttpResponse res) {
     if (res.stream) return start_stream(std::move(res));
     respond(std::move(res), keep_alive_);
   }
@@ -587,6 +638,7 @@ class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
   const std::string client_;
   HttpRequest request_;  // from the headers on; the body is added before the handler runs
   bool keep_alive_ = true;
+  RunOn run_on_ = RunOn::kPool;
   bool refused_ = false;  // refused at admission with body bytes unread
   bool busy_ = false;
   bool counted_ = false;
@@ -663,8 +715,10 @@ Status HttpServer::start() {
   if (ec)
     return Error(ErrorCode::kUnavailable, "cannot listen on " + listen + ": " + ec.message()).with("listen", listen);
   impl_->bound_port = acc.local_endpoint().port();
+  impl_->pool.emplace(impl_->options.threads, impl_->options.queue);
+  impl_->query_pool.emplace(impl_->options.query_threads, impl_->options.query_queue);
   impl_->do_accept();
-  for (int i = 0; i < std::max(1, impl_->options.threads); ++i)
+  for (int i = 0; i < std::max(1, impl_->options.io_threads); ++i)
     impl_->threads.emplace_back([this] { impl_->ioc.run(); });
   return {};
 }
@@ -710,6 +764,11 @@ void HttpServer::stop() {
   impl_->ioc.stop();
   for (auto& t : impl_->threads) t.join();
   impl_->threads.clear();
+  // A handler still running past the drain timeout finishes here; its answer is not sent.
+  impl_->pool->join();
+  impl_->query_pool->join();
+  impl_->pool.reset();
+  impl_->query_pool.reset();
   {
     std::lock_guard lock(impl_->sessions_mu);
     impl_->sessions.clear();

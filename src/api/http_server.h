@@ -1,5 +1,5 @@
-// HttpServer: HTTP/1.1 on Boost.Beast/Asio — asynchronous, keep-alive, a pool of worker threads,
-// limits on header and body size, header/body/idle timeouts, graceful shutdown.
+// HttpServer: HTTP/1.1 on Boost.Beast/Asio — asynchronous, keep-alive, handler pools apart from the
+// I/O threads, limits on header and body size, header/body/idle timeouts, graceful shutdown.
 //
 // Bodies: requests whose route asks for spooling (multipart uploads) are streamed to a temp file
 // under spool_dir and never held in memory; other bodies are read into a string up to
@@ -22,7 +22,11 @@
 //
 // Shutdown (stop): the acceptor closes, requests in flight finish and are answered with
 // "Connection: close", idle keep-alive connections close; then the threads exit.
-// Thread-safety: start/stop from one thread; the handler is called concurrently from the pool.
+// Threads: io_threads run the sockets (Asio); each request's handler runs where its Admission says
+// (RunOn, http.h): on the handler pool, on the query pool, or inline on the I/O thread. A pool
+// holds at most its queue of requests waiting beyond its busy threads; past that a request is
+// answered 503 SERVER_BUSY with "Retry-After: 1" without running its handler.
+// Thread-safety: start/stop from one thread; the handler is called concurrently from the pools.
 #pragma once
 
 #include <atomic>
@@ -40,7 +44,11 @@ namespace deeplens::api {
 
 struct HttpServerOptions {
   std::string listen = "127.0.0.1:8080";  // server.listen; port 0 picks a free port
-  int threads = 16;                        // server.threads (handlers block on fsync)
+  int io_threads = 2;                      // server.io_threads: read and write sockets, never block
+  int threads = 16;                        // server.threads: the handler pool (handlers block on fsync)
+  int queue = 1024;                        // server.queue: requests waiting for a handler thread
+  int query_threads = 16;                  // server.query_threads: the pool for searches by image
+  int query_queue = 48;                    // server.query_queue: searches by image waiting for one
   uint64_t max_body_bytes = 64ull << 20;   // server.max_body_bytes (uploads, spooled)
   uint64_t max_small_body_bytes = 1 << 20; // JSON bodies
   uint32_t max_header_bytes = 16 << 10;

@@ -24,6 +24,10 @@ api::HttpServerOptions server_options(const Config& c) {
   api::HttpServerOptions o;
   o.listen = c.str("server.listen");
   o.threads = static_cast<int>(c.integer("server.threads"));
+  o.queue = static_cast<int>(c.integer("server.queue"));
+  o.io_threads = static_cast<int>(c.integer("server.io_threads"));
+  o.query_threads = static_cast<int>(c.integer("server.query_threads"));
+  o.query_queue = static_cast<int>(c.integer("server.query_queue"));
   o.max_body_bytes = static_cast<uint64_t>(c.integer("server.max_body_bytes"));
   o.header_timeout = std::chrono::seconds(c.integer("server.header_timeout_s"));
   o.body_timeout = std::chrono::seconds(c.integer("server.body_timeout_s"));
@@ -77,6 +81,7 @@ api::ApiOptions api_options(const Config& c, const ModelRegistry& models) {
   o.tenant_limits.upload_rate = c.number("limits.upload_rate");
   o.tenant_limits.search_rate = c.number("limits.search_rate");
   o.push_heartbeat = std::chrono::seconds(std::max<int64_t>(1, c.integer("push.sse_heartbeat_s")));
+  o.query_batch = static_cast<size_t>(std::max<int64_t>(1, c.integer("search.query_batch")));
   return o;
 }
 
@@ -187,7 +192,7 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   init_logging(*logging);
   auto rt = std::make_unique<Runtime>(std::move(config).value());
   const Config& c = rt->config;
-  for (const char* key : {"sweep.interval_s", "server.threads", "upload.max_bytes", "upload.max_pixels", "upload.max_edge",
+  for (const char* key : {"sweep.interval_s", "server.threads", "server.io_threads", "server.query_threads", "upload.max_bytes", "upload.max_pixels", "upload.max_edge",
                           "pipeline.max_attempts", "pipeline.extract_workers", "pipeline.extract_batch",
                           "pipeline.index_workers"})
     if (c.integer(key) < 1)

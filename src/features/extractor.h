@@ -33,6 +33,9 @@ struct ModelInfo {
   int input_width = 0;
   int input_height = 0;
   bool normalize = true;  // vectors are L2-normalised (cosine similarity == dot product)
+  // extract() of several images costs much less than one call each (one network forward, one
+  // request to a service): single-image callers gain from sharing calls (QueryBatcher).
+  bool batches = false;
 };
 
 // One image to extract: the decoded pixels (when the model wants pixels) and the original bytes.

@@ -99,7 +99,8 @@ Error not_indexed(const ImageRecord& image, const std::string& model) {
 
 // The query image's vector from its encoded bytes: the same checks as an upload (probe with the
 // configured limits), the same decode as the extractor stage, one extraction.
-Result<std::vector<float>> vector_of_bytes(PipelineContext& ctx, Extractor& model, const std::string& bytes) {
+Result<std::vector<float>> vector_of_bytes(PipelineContext& ctx, Extractor& model, const std::string& bytes,
+                                           const QueryExtract& extract) {
   const auto span = std::span(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
   auto probed = probe_buffer(span, ctx.options.limits);
   if (!probed) return std::move(probed).error();  // unchanged: "reason" tells the API what to answer
@@ -111,13 +112,21 @@ Result<std::vector<float>> vector_of_bytes(PipelineContext& ctx, Extractor& mode
     pixels = std::move(decoded).value();
   }
   const ExtractorInput input{pixels.rgb.empty() ? nullptr : &pixels, bytes, "search-query"};
-  auto vectors = model.extract(std::span(&input, 1));
-  if (!vectors) return std::move(vectors).error().with("model", info.name);
-  if (vectors->size() != 1 || (*vectors)[0].size() != static_cast<size_t>(info.dimension))
+  std::vector<float> vector;
+  if (extract) {
+    auto v = extract(model, input);
+    if (!v) return std::move(v).error().with("model", info.name);
+    vector = std::move(v).value();
+  } else {
+    auto vectors = model.extract(std::span(&input, 1));
+    if (!vectors) return std::move(vectors).error().with("model", info.name);
+    if (vectors->size() == 1) vector = std::move((*vectors)[0]);
+  }
+  if (vector.size() != static_cast<size_t>(info.dimension))
     return Error(ErrorCode::kInternal, "extractor returned a malformed result for the query image")
         .with("model", info.name)
         .with("expected_dimension", std::to_string(info.dimension));
-  return std::move((*vectors)[0]);
+  return vector;
 }
 
 // The stored vector of one of the tenant's images. Looks the image up in the tenant's store first,
@@ -186,7 +195,7 @@ Result<std::vector<SearchResultItem>> ranked_images(PipelineContext& ctx, const 
 
 }  // namespace
 
-Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q) {
+Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q, const QueryExtract& extract) {
   if (auto st = check_query(q); !st) return std::move(st).error();
   Extractor* model = ctx.models(q.model);
   if (!model)
@@ -202,7 +211,7 @@ Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q)
   std::vector<float> query;
   const auto t0 = SteadyClock::now();
   if (by_image) {
-    auto v = vector_of_bytes(ctx, *model, q.image_bytes);
+    auto v = vector_of_bytes(ctx, *model, q.image_bytes, extract);
     if (!v) return std::move(v).error();
     query = std::move(v).value();
     response.extraction_ms = ms_since(t0);

@@ -30,6 +30,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -88,6 +89,10 @@ struct SearchResponse {
   int64_t search_ms = 0;                  // vector lookup, index search and enrichment
 };
 
-Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q);
+// How the query image goes through the model: by default one extract() of the one image; the
+// API passes its QueryBatcher (features/query_batcher.h) so that concurrent queries share forwards.
+using QueryExtract = std::function<Result<std::vector<float>>(Extractor& model, const ExtractorInput& input)>;
+
+Result<SearchResponse> search_images(PipelineContext& ctx, const SearchQuery& q, const QueryExtract& extract = {});
 
 }  // namespace deeplens

@@ -65,6 +65,7 @@ class DnnExtractor final : public Extractor {
     info_.input_width = spec.input_width;
     info_.input_height = spec.input_height;
     info_.normalize = spec.normalize;
+    info_.batches = true;
     max_batch_ = spec.batch_size;
   }
 

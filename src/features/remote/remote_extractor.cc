@@ -21,6 +21,7 @@ class RemoteExtractor final : public Extractor {
     info_.name = spec.name;
     info_.version = spec.version;
     info_.dimension = spec.dimension;
+    info_.batches = true;
     info_.input_width = 0;  // the service takes the original encoded bytes
     info_.input_height = 0;
     info_.normalize = spec.normalize;

@@ -1,6 +1,7 @@
 // The HTTP server under concurrent clients on a real loopback socket: admission from the headers
 // (a refused body is never spooled), spooled bodies for admitted requests, connection limits at
-// accept. Run under ThreadSanitizer by scripts/test.
+// accept; where handlers run (the handler pool, the query pool, inline) and a full pool's 503. Run
+// under ThreadSanitizer by scripts/test.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -9,7 +10,9 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -169,6 +172,136 @@ TEST_F(HttpServerTest, ConnectionsPastThePerClientLimitAreClosedAtAccept) {
   for (int fd : fds) ::close(fd);
   // Slots are released when connections close: a new one is served.
   ASSERT_TRUE(testing::wait_until([&] { return request(server_->port(), true, 10).rfind("HTTP/1.1 200", 0) == 0; }, 5s));
+}
+
+// GET path with Connection: close; the whole reply.
+std::string get(uint16_t port, const std::string& path) {
+  const int fd = connect_to(port);
+  if (fd < 0) return "connect failed";
+  send_all(fd, "GET " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  std::string reply = read_all(fd);
+  ::close(fd);
+  return reply;
+}
+
+// Handlers on the three RunOn choices: /slow and /query block until released, /fast and /inline
+// answer at once.
+class HandlerPoolTest : public ::testing::Test {
+ protected:
+  void SetUp() override { dir_ = testing::make_temp_dir("deeplens-http-pools"); }
+  void TearDown() override {
+    release();
+    server_.reset();
+    fs::remove_all(dir_);
+  }
+  void start(HttpServerOptions o) {
+    o.listen = "127.0.0.1:0";
+    o.spool_dir = dir_;
+    server_ = std::make_unique<HttpServer>(
+        o,
+        [this](HttpRequest& req) {
+          if (req.path == "/slow" || req.path == "/query") {
+            std::unique_lock lock(mu_);
+            ++blocked_;
+            cv_.notify_all();
+            cv_.wait(lock, [&] { return released_; });
+          }
+          return HttpResponse{200, "text/plain", "done " + req.path, {}, nullptr};
+        },
+        [this](HttpRequest& req) {
+          ++admitted_;
+          Admission a;
+          if (req.path == "/inline") a.run_on = RunOn::kInline;
+          if (req.path == "/query") a.run_on = RunOn::kQueries;
+          return a;
+        });
+    ASSERT_TRUE(server_->start().ok());
+  }
+  // Starts n requests to path in the background; returns once the handlers of `running` of them
+  // block and all n were admitted (the rest then sit in the pool's queue).
+  void start_blocked(const std::string& path, int n, int running) {
+    const int admitted_before = admitted_;
+    for (int i = 0; i < n; ++i)
+      background_.emplace_back([this, path] {
+        auto reply = get(server_->port(), path);
+        std::lock_guard lock(mu_);
+        replies_.push_back(std::move(reply));
+      });
+    std::unique_lock lock(mu_);
+    const int want = blocked_ + running;
+    cv_.wait_for(lock, 10s, [&] { return blocked_ >= want; });
+    lock.unlock();
+    ASSERT_TRUE(testing::wait_until([&] { return admitted_ >= admitted_before + n; }, 10s));
+    std::this_thread::sleep_for(100ms);  // admitted → queued on its pool happens on the same strand, right after
+  }
+  void release() {
+    {
+      std::lock_guard lock(mu_);
+      released_ = true;
+      cv_.notify_all();
+    }
+    for (auto& t : background_) t.join();
+    background_.clear();
+  }
+  // The reply and how long it took.
+  std::pair<std::string, std::chrono::milliseconds> timed_get(const std::string& path) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto reply = get(server_->port(), path);
+    return {reply, std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)};
+  }
+
+  fs::path dir_;
+  std::unique_ptr<HttpServer> server_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int blocked_ = 0;        // guarded by mu_
+  bool released_ = false;  // guarded by mu_
+  std::vector<std::string> replies_;  // guarded by mu_
+  std::atomic<int> admitted_{0};
+  std::vector<std::thread> background_;
+};
+
+TEST_F(HandlerPoolTest, BlockedQueryHandlersDelayNeitherPoolNorInlineRequestsAndAFullQueueAnswers503) {
+  HttpServerOptions o;
+  o.io_threads = 1;
+  o.threads = 2;
+  o.queue = 4;
+  o.query_threads = 2;
+  o.query_queue = 1;
+  start(o);
+  start_blocked("/query", 3, 2);  // both query threads blocked, one more queued: the query pool is full
+  auto busy = timed_get("/query");
+  EXPECT_EQ(busy.first.rfind("HTTP/1.1 503", 0), 0u) << busy.first;
+  EXPECT_NE(busy.first.find("Retry-After: 1"), std::string::npos) << busy.first;
+  EXPECT_NE(busy.first.find("SERVER_BUSY"), std::string::npos) << busy.first;
+  for (const char* path : {"/fast", "/inline"}) {
+    auto r = timed_get(path);
+    EXPECT_EQ(r.first.rfind("HTTP/1.1 200", 0), 0u) << path << ": " << r.first;
+    EXPECT_LT(r.second, 2s) << path << " waited behind blocked searches";
+  }
+  release();
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(replies_.size(), 3u);
+  for (const auto& reply : replies_) EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply;
+}
+
+TEST_F(HandlerPoolTest, WithEveryHandlerThreadBlockedInlineRequestsAreStillAnswered) {
+  HttpServerOptions o;
+  o.io_threads = 1;
+  o.threads = 2;
+  o.queue = 2;
+  start(o);
+  start_blocked("/slow", 4, 2);  // both handler threads blocked, two queued: the pool is full
+  auto busy = timed_get("/fast");
+  EXPECT_EQ(busy.first.rfind("HTTP/1.1 503", 0), 0u) << busy.first;
+  auto r = timed_get("/inline");
+  EXPECT_EQ(r.first.rfind("HTTP/1.1 200", 0), 0u) << r.first;
+  EXPECT_LT(r.second, 2s);
+  release();
+  std::lock_guard lock(mu_);
+  ASSERT_EQ(replies_.size(), 4u);
+  for (const auto& reply : replies_) EXPECT_EQ(reply.rfind("HTTP/1.1 200", 0), 0u) << reply;
+  // The queued requests ran after the release: a full queue refuses, it never drops.
 }
 
 }  // namespace
