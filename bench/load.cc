@@ -68,7 +68,7 @@ asio::awaitable<void> connection(LoadState& st) {
       }
       next_send += interval;
     }
-    http::request<http::string_body> req{http::verb::post, st.spec.target, 11};
+    http::request<http::string_body> req{http::string_to_verb(st.spec.method), st.spec.target, 11};
     req.set(http::field::host, st.spec.host);
     for (const auto& [k, v] : st.spec.headers) req.set(k, v);
     if (!st.spec.content_type.empty()) req.set(http::field::content_type, st.spec.content_type);

@@ -20,6 +20,7 @@ namespace deeplens::bench {
 struct LoadSpec {
   std::string host = "127.0.0.1";
   uint16_t port = 0;
+  std::string method = "POST";
   std::string target;  // e.g. "/api/v1/images/upload"
   std::vector<std::pair<std::string, std::string>> headers;
   int concurrency = 1;                         // connections, one request in flight on each

@@ -11,7 +11,10 @@
 // HttpServer + ApiService that `deeplens serve` runs.
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <cmath>
@@ -27,6 +30,8 @@
 #include "events/topics.h"
 #include "load.h"
 #include "noop_extractor.h"
+#include "features/dnn/dnn_extractor.h"
+#include "imaging/image.h"
 #include "pipeline/search.h"
 
 namespace deeplens::bench {
@@ -41,10 +46,16 @@ struct Args {
   size_t top_k = 10;
   int seconds = 10;  // the run with several requests in flight
   int concurrency = 4;
+  size_t recall_queries = 200;
+  // Searches by image (part 2): a CNN model file (mobilenet_v2 from ../shared/models) and a photo.
+  std::string model_file;
+  std::string photo = "/usr/lib/python3/dist-packages/skimage/data/astronaut.png";
+  int image_clients = 16;
 };
 
 [[noreturn]] void usage(int code) {
-  std::cout << "search_http [--n 100000] [--queries 2000] [--top-k 10] [--concurrency 4] [--seconds 10]\n";
+  std::cout << "search_http [--n 100000] [--queries 2000] [--top-k 10] [--concurrency 4] [--seconds 10]\n"
+               "            [--recall-queries 200] [--model-file mobilenet_v2.pb [--photo P] [--image-clients 16]]\n";
   std::exit(code);
 }
 
@@ -61,6 +72,10 @@ Args parse(int argc, char** argv) {
     else if (f == "--top-k") a.top_k = std::stoul(next());
     else if (f == "--concurrency") a.concurrency = std::stoi(next());
     else if (f == "--seconds") a.seconds = std::stoi(next());
+    else if (f == "--recall-queries") a.recall_queries = std::stoul(next());
+    else if (f == "--model-file") a.model_file = next();
+    else if (f == "--photo") a.photo = next();
+    else if (f == "--image-clients") a.image_clients = std::stoi(next());
     else if (f == "--help" || f == "-h") usage(0);
     else usage(2);
   }
@@ -91,10 +106,29 @@ int run(const Args& a) {
   SystemClock clock;
   SystemRandom random;
   NoopExtractor model;
+  std::unique_ptr<Extractor> cnn;  // --model-file: mobilenet_v2 for the searches by image
+  if (!a.model_file.empty()) {
+    ModelSpec spec;
+    spec.name = "mobilenet_v2";
+    spec.file = a.model_file;
+    spec.output_layer = "embedding";
+    spec.dimension = 1280;
+    spec.mean = {127.5, 127.5, 127.5};
+    spec.scale = 1 / 127.5;
+    spec.batch_size = 16;
+    auto made = make_dnn_extractor(spec);
+    if (!made) throw std::runtime_error(made.error().to_string());
+    cnn = std::move(made).value();
+  }
   app::NodeOptions o;
   o.data_dir = dir;
-  auto opened = app::Node::open(o, [&](const std::string& name) -> Extractor* { return name == "noop" ? &model : nullptr; },
-                                clock, random);
+  auto opened = app::Node::open(
+      o,
+      [&](const std::string& name) -> Extractor* {
+        if (name == "noop") return &model;
+        return name == "mobilenet_v2" ? cnn.get() : nullptr;
+      },
+      clock, random);
   if (!opened) throw std::runtime_error(opened.error().to_string());
   app::Node& node = **opened;
   const std::string tenant = "bench", key = "bench-search-key";
@@ -161,6 +195,7 @@ int run(const Args& a) {
   api::ApiOptions ao;
   ao.default_model = "noop";
   ao.models = {"noop"};
+  if (cnn) ao.models.push_back("mobilenet_v2");
   api::ApiService service(node.context(), node.bus(), ao);
   api::HttpServerOptions so;
   so.listen = "127.0.0.1:0";
@@ -222,6 +257,133 @@ int run(const Args& a) {
   print(label, many.latency_ms);
   std::printf("%-34s %.0f queries/s, %llu failed %s\n", "", many.per_second(),
               static_cast<unsigned long long>(many.failed), many.first_error.c_str());
+
+  // 4. The transport alone: GET /healthz (answered on the I/O thread: no auth, no store, no JSON
+  // of records), one at a time — what any request pays before its handler.
+  LoadSpec h;
+  h.port = server.port();
+  h.method = "GET";
+  h.target = "/healthz";
+  h.body = [](uint64_t) { return std::string(); };
+  h.concurrency = 1;
+  h.warmup = std::chrono::milliseconds(500);
+  h.duration = std::chrono::seconds(a.seconds);
+  auto floor = run_load(h);
+  print("GET /healthz, c=1 (transport)", floor.latency_ms);
+
+  // 5. search_images() in-process on as many threads as the HTTP run had requests in flight.
+  {
+    std::atomic<uint64_t> done{0};
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> workers;
+    const auto t0 = SteadyClock::now();
+    for (int t = 0; t < a.concurrency; ++t)
+      workers.emplace_back([&, t] {
+        for (size_t i = static_cast<size_t>(t) * 7919; !stop; ++i) {
+          SearchQuery q;
+          q.tenant_id = tenant;
+          q.model = "noop";
+          q.top_k = a.top_k;
+          q.image_id = ids[i % ids.size()];
+          if (auto r = search_images(node.context(), q); !r) throw std::runtime_error("search_images failed");
+          ++done;
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::seconds(a.seconds));
+    stop = true;
+    for (auto& w : workers) w.join();
+    const double qps = done / (ms_since(t0) / 1000);
+    std::printf("search_images() in-process, %d threads: %.0f queries/s; HTTP c=%d / in-process = %.2fx\n",
+                a.concurrency, qps, a.concurrency, many.per_second() / qps);
+  }
+
+  // 6. Recall@k of the index with the defaults (HnswOptions, ef_for_size), against exact search.
+  {
+    size_t overlap = 0, total = 0;
+    for (size_t i = 0; i < std::min(a.recall_queries, ids.size()); ++i) {
+      auto v = index.get(ids[i]);
+      auto approx = index.search(*v, a.top_k + 1, 0);
+      SearchOptions exact;
+      exact.exact = true;
+      auto truth = index.search(*v, a.top_k + 1, 0, exact);
+      if (!approx || !truth) throw std::runtime_error("index search failed");
+      std::vector<std::string> want;
+      for (const auto& hit : *truth)
+        if (hit.id != ids[i] && want.size() < a.top_k) want.push_back(hit.id);
+      size_t got = 0;
+      for (const auto& hit : *approx)
+        if (hit.id != ids[i] && got < a.top_k) {
+          ++got;
+          overlap += std::find(want.begin(), want.end(), hit.id) != want.end();
+        }
+      total += want.size();
+    }
+    std::printf("recall@%zu with the defaults (ef %zu at %zu vectors), %zu queries: %.4f\n", a.top_k,
+                ef_for_size(HnswOptions{}.ef_search, index.count()), index.count(), std::min(a.recall_queries, ids.size()),
+                total ? static_cast<double>(overlap) / total : 0.0);
+  }
+
+  // 7. Searches by image with a CNN (--model-file): the forward alone for 1 and for a batch of
+  // image_clients, then through HTTP one at a time and image_clients at once, with /healthz
+  // polled beside them.
+  if (cnn) {
+    const std::string photo = read_file(a.photo);
+    const auto span = std::span(reinterpret_cast<const uint8_t*>(photo.data()), photo.size());
+    auto pixels = decode_for_model(span, 224, 224, ImageLimits{});
+    if (!pixels) throw std::runtime_error(pixels.error().to_string());
+    auto forward = [&](size_t n) {
+      std::vector<ExtractorInput> in(n, ExtractorInput{&*pixels, {}, "bench"});
+      std::vector<double> t;
+      for (int i = 0; i < 10; ++i) {
+        const auto t0 = SteadyClock::now();
+        if (auto r = cnn->extract(in); !r) throw std::runtime_error(r.error().to_string());
+        t.push_back(ms_since(t0));
+      }
+      return percentiles(t);
+    };
+    forward(1);  // warm-up
+    const auto one_forward = forward(1);
+    const auto batch_forward = forward(static_cast<size_t>(a.image_clients));
+    std::printf("mobilenet_v2 forward alone: 1 image p50 %.1f ms; %d images p50 %.1f ms\n", one_forward.p50,
+                a.image_clients, batch_forward.p50);
+    LoadSpec b;
+    b.port = server.port();
+    b.target = "/api/v1/search";
+    b.headers = headers;
+    b.content_type = std::string("multipart/form-data; boundary=") + kBoundary;
+    // The file part, then a "model" part: drop the closing "--BOUNDARY--\r\n" and add it after.
+    std::string form = multipart_file(photo, "query.png");
+    form.resize(form.size() - (2 + std::strlen(kBoundary) + 4));
+    form += std::string("--") + kBoundary + "\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmobilenet_v2\r\n--" +
+            kBoundary + "--\r\n";
+    b.body = [&](uint64_t) { return form; };
+    b.concurrency = 1;
+    b.warmup = std::chrono::milliseconds(1000);
+    b.duration = std::chrono::seconds(a.seconds);
+    auto single = run_load(b);
+    print("POST /api/v1/search by image, c=1", single.latency_ms);
+    std::printf("%-34s %.1f queries/s, %llu failed %s\n", "", single.per_second(),
+                static_cast<unsigned long long>(single.failed), single.first_error.c_str());
+    b.concurrency = a.image_clients;
+    LoadResult probe;
+    std::thread prober([&] {
+      LoadSpec p = h;
+      p.warmup = std::chrono::milliseconds(1000);
+      p.rate = 50;
+      probe = run_load(p);
+    });
+    auto loaded = run_load(b);
+    prober.join();
+    char by_image[64];
+    std::snprintf(by_image, sizeof by_image, "POST /api/v1/search by image, c=%d", a.image_clients);
+    print(by_image, loaded.latency_ms);
+    std::printf("%-34s %.1f queries/s, %llu failed %s\n", "", loaded.per_second(),
+                static_cast<unsigned long long>(loaded.failed), loaded.first_error.c_str());
+    print("GET /healthz during it (50/s)", probe.latency_ms);
+    std::printf("by image c=%d p99 / (c=1 p50 x 2) = %.2f; p99 / forward of %d = %.2f\n", a.image_clients,
+                loaded.latency_ms.p99 / (2 * single.latency_ms.p50), a.image_clients,
+                loaded.latency_ms.p99 / batch_forward.p50);
+  }
   std::printf("RSS %.0f MiB\n", rss_kib(::getpid()) / 1024.0);
 
   server.stop();

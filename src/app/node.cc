@@ -90,7 +90,7 @@ Result<std::unique_ptr<Node>> Node::open(const NodeOptions& options, ModelLookup
       log_warn("vectors.unavailable", {{"error", st.error().to_string()}});  // uploads are still accepted
   } else if (options.open_vectors) {
     const auto t0 = std::chrono::steady_clock::now();
-    auto vectors = HnswVectorStore::open((options.data_dir / "vectors").string());
+    auto vectors = HnswVectorStore::open((options.data_dir / "vectors").string(), options.hnsw);
     if (!vectors) return std::move(vectors).error();
     (*vectors)->start();  // background checkpoints keep restart replay short
     node->vectors_ = std::move(vectors).value();

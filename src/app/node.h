@@ -48,6 +48,7 @@ struct NodeOptions {
   // Qdrant instead of the embedded HNSW index (config vectors.url qdrant+http://...): shared by
   // every process, so each api serves search and each worker may run the index stage.
   std::optional<QdrantOptions> qdrant;
+  HnswOptions hnsw;  // the embedded index (without qdrant)
   bool run_relay = true;     // publish the outbox (Kafka only); every process with stages does
   bool connect_bus = true;   // false: metadata only (operator commands); events stay in the outbox
   // The HNSW store is single-process (it locks its folder): only the process that runs the index

@@ -233,6 +233,8 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
   auto qdrant = qdrant_options(c);
   if (!qdrant) return std::move(qdrant).error();
   o.qdrant = std::move(qdrant).value();
+  o.hnsw.ef_search = static_cast<size_t>(std::max<int64_t>(1, c.integer("vectors.ef_search")));
+  o.hnsw.ef_grows_with_size = c.boolean("vectors.ef_grows_with_size");
   o.run.stages = stages;
   const std::string metadata = c.str("metadata.url");
   if (!metadata.empty()) {

@@ -27,6 +27,8 @@ const std::array kKeys = {
     ConfigKeySpec{"vectors.qdrant.max_attempts", kInt, "3", "Qdrant: tries per request on connection errors, timeouts, 429/5xx (backoff 100 ms, doubling)"},
     ConfigKeySpec{"vectors.qdrant.hnsw_m", kInt, "16", "Qdrant: HNSW m of collections DeepLens creates"},
     ConfigKeySpec{"vectors.qdrant.hnsw_ef_construct", kInt, "100", "Qdrant: HNSW ef_construct of collections DeepLens creates"},
+    ConfigKeySpec{"vectors.ef_search", kInt, "64", "embedded index: HNSW search beam up to 250k vectors per collection (a search may ask for more with `ef`)"},
+    ConfigKeySpec{"vectors.ef_grows_with_size", kBool, "true", "embedded index: past 250k vectors search with ef_search * (1 + log2(size / 250k) / 2) (2x at 1M), so recall holds as a collection grows"},
     ConfigKeySpec{"vectors.qdrant.hnsw_ef", kInt, "0", "Qdrant: search beam (params.hnsw_ef); 0 = Qdrant's default"},
     ConfigKeySpec{"bus.partitions", kInt, "8", "Kafka: partitions per topic when DeepLens creates the topics"},
     ConfigKeySpec{"bus.replication", kInt, "3", "Kafka: replication factor when DeepLens creates the topics"},

@@ -109,7 +109,15 @@ HnswIndex::HnswIndex(std::string dir, std::string name, size_t dimension, const 
       name_(std::move(name)),
       dimension_(dimension),
       options_(options),
-      exact_search_below_(options.exact_search_below) {}
+      exact_search_below_(options.exact_search_below),
+      ef_search_(std::max<size_t>(options.ef_search, 1)) {}
+
+size_t ef_for_size(size_t ef_search, size_t live) {
+  if (live <= kEfBaseVectors) return ef_search;
+  const double scale = 1.0 + std::log2(static_cast<double>(live) / kEfBaseVectors) / 2.0;
+  const auto ef = static_cast<size_t>(std::ceil(static_cast<double>(ef_search) * scale / 8.0)) * 8;
+  return std::max(ef, ef_search);
+}
 
 HnswIndex::~HnswIndex() = default;
 
@@ -572,7 +580,8 @@ Result<std::vector<SearchHit>> HnswIndex::search(std::span<const float> query, s
   } else {
     // hnswlib searches with max(ef_search, k) candidates: asking for ef of them and keeping the
     // best k is a search with that ef, without touching the shared setting.
-    auto r = graph_->search(q->data(), std::max(k, options.ef));
+    const size_t ef = options_.ef_grows_with_size ? ef_for_size(ef_search_, live) : ef_search_;
+    auto r = graph_->search(q->data(), std::max({k, options.ef, ef}));
     if (!r.ok()) return std::move(r).error().with("collection", name_);
     found = std::move(*r);
     if (found.size() > k) found.resize(k);
@@ -590,6 +599,7 @@ Result<std::vector<SearchHit>> HnswIndex::search(std::span<const float> query, s
 void HnswIndex::tune_search(size_t ef_search, size_t exact_search_below) {
   std::unique_lock lock(mu_);
   graph_->set_ef_search(std::max<size_t>(ef_search, 1));
+  ef_search_ = std::max<size_t>(ef_search, 1);
   exact_search_below_ = exact_search_below;
 }
 

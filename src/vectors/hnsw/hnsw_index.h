@@ -72,9 +72,12 @@ struct HnswOptions {
   // usual is 200) builds 100k x 1280-d at ~1500 vectors/s on 2 cores with recall@10 0.999 at
   // ef_search 64 (bench/README.md).
   size_t ef_construction = 128;
-  // Candidate list size while searching; a search for k > ef_search uses k. At 100k x 1280-d:
-  // 32 -> recall@10 0.990, p99 0.38 ms; 64 -> 0.999, p99 0.61 ms; 128 -> 0.9995, p99 1.1 ms.
+  // Candidate list size while searching, for collections of up to kEfBaseVectors; a larger one
+  // searches with ef_for_size(ef_search, size) when ef_grows_with_size; a search for more than ef
+  // results uses k. At 100k x 1280-d: 32 -> recall@10 0.990, p99 0.38 ms; 64 -> 0.999, p99 0.61
+  // ms; 128 -> 0.9995, p99 1.1 ms.
   size_t ef_search = 64;
+  bool ef_grows_with_size = true;
   // Search is exact while the collection holds fewer live vectors than this. At 1280-d exact and
   // HNSW cost the same at ~2000 vectors (0.35 ms p50); above, exact grows linearly (0.8 ms at 4k,
   // 43 ms at 100k) while HNSW stays flat. Below it, exact gives perfect recall for free.
@@ -97,6 +100,15 @@ struct HnswOptions {
   // Seed of hnswlib's level generator (reproducible graphs when insert_threads is 1).
   uint64_t random_seed = 100;
 };
+
+// The candidate list size a collection of `live` vectors searches with: ef_search up to
+// kEfBaseVectors, then ef_search * (1 + log2(live / kEfBaseVectors) / 2) rounded up to a multiple
+// of 8 — 1.5x at 500k, 2x at 1M, 2.5x at 2M. At fixed ef, recall@10 falls with size (clustered
+// 1280-d, bench/README.md: ef 64 gives 0.999 at 100k, 0.907 at 1M, where ef 96 gives 0.961 and 128
+// 0.981); the rule keeps the 100k operating point up to 250k and gives 1M the ef 128 it needs,
+// with cost growing like log(size) as HNSW's does.
+inline constexpr size_t kEfBaseVectors = 250000;
+size_t ef_for_size(size_t ef_search, size_t live);
 
 // What open() found and did; also logged as "vectors.collection_opened".
 struct HnswOpenReport {
@@ -180,6 +192,7 @@ class HnswIndex final : public VectorIndex {
   uint64_t next_label_ = 0;
   std::optional<Error> broken_;  // set when the log holds a change the graph could not apply
   size_t exact_search_below_;
+  size_t ef_search_;  // HnswOptions::ef_search, as tune_search() last set it; guarded by mu_
   std::atomic<size_t> count_{0};
   std::atomic<uint64_t> log_bytes_since_snapshot_{0};
 

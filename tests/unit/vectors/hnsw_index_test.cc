@@ -229,6 +229,23 @@ TEST(HnswIndex, ExactAndHnswSearchAgreeOnASmallCollection) {
 // Per-query SearchOptions: `exact` gives the brute-force answer on a graph-searched collection,
 // and `ef` raises this query's candidate list above the index's own (a deliberately poor 4 here)
 // without changing it for anyone else.
+TEST(HnswIndex, EfGrowsWithTheCollectionPastTheBaseSizeAndNeverShrinks) {
+  EXPECT_EQ(ef_for_size(64, 0), 64u);
+  EXPECT_EQ(ef_for_size(64, 100000), 64u);
+  EXPECT_EQ(ef_for_size(64, kEfBaseVectors), 64u);
+  EXPECT_EQ(ef_for_size(64, 2 * kEfBaseVectors), 96u);  // 1.5x at 500k
+  EXPECT_EQ(ef_for_size(64, 4 * kEfBaseVectors), 128u);  // 2x at 1M: recall@10 0.98 (bench/README.md)
+  EXPECT_EQ(ef_for_size(64, 8 * kEfBaseVectors), 160u);
+  EXPECT_EQ(ef_for_size(10, 4 * kEfBaseVectors), 24u);  // rounded up to a multiple of 8
+  size_t last = 0;
+  for (size_t n = 1000; n < 100000000; n = n * 3 / 2) {
+    const size_t ef = ef_for_size(48, n);
+    EXPECT_GE(ef, last) << n;
+    EXPECT_GE(ef, 48u);
+    last = ef;
+  }
+}
+
 TEST(HnswIndex, PerQueryEfRaisesRecallAndExactMatchesBruteForce) {
   TempDir dir;
   HnswOptions options = small_options();
