@@ -9,6 +9,7 @@
 // API key, N image rows (MetadataStore::create_image) and their vectors (clustered synthetic
 // 1280-d, VectorIndex::upsert_batch) in the tenant's collection for a no-op model, and the
 // HttpServer + ApiService that `deeplens serve` runs.
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -90,6 +91,18 @@ void print(const char* what, const Percentiles& p) {
   std::printf("%-34s p50 %7.3f  p90 %7.3f  p99 %7.3f  max %7.3f ms  (%zu)\n", what, p.p50, p.p90, p.p99, p.max,
               p.count);
   std::fflush(stdout);
+}
+
+double process_cpu_s() {
+  timespec t{};
+  ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+double thread_cpu_s() {
+  timespec t{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec / 1e9;
 }
 
 std::string id_of(size_t i) {
@@ -251,12 +264,19 @@ int run(const Args& a) {
   std::printf("%-34s %.0f queries/s, %llu failed %s\n", "", one.per_second(), static_cast<unsigned long long>(one.failed),
               one.first_error.c_str());
   s.concurrency = a.concurrency;
+  // CPU of the whole process and of this thread (the load generator runs on it): the server's
+  // share is the difference, what a client on another machine would leave to the server.
+  const double process0 = process_cpu_s(), client0 = thread_cpu_s();
   auto many = run_load(s);
+  const double client_cpu = thread_cpu_s() - client0, process_cpu = process_cpu_s() - process0;
+  const double requests = static_cast<double>(many.ok + many.failed) * (1 + 500.0 / (a.seconds * 1000.0));
   char label[64];
   std::snprintf(label, sizeof label, "POST /api/v1/search by imageId, c=%d", a.concurrency);
   print(label, many.latency_ms);
   std::printf("%-34s %.0f queries/s, %llu failed %s\n", "", many.per_second(),
               static_cast<unsigned long long>(many.failed), many.first_error.c_str());
+  std::printf("%-34s CPU per query: server %.0f us, load generator %.0f us\n", "",
+              1e6 * (process_cpu - client_cpu) / requests, 1e6 * client_cpu / requests);
 
   // 4. The transport alone: GET /healthz (answered on the I/O thread: no auth, no store, no JSON
   // of records), one at a time — what any request pays before its handler.
@@ -268,8 +288,11 @@ int run(const Args& a) {
   h.concurrency = 1;
   h.warmup = std::chrono::milliseconds(500);
   h.duration = std::chrono::seconds(a.seconds);
+  const double healthz_cpu0 = process_cpu_s();
   auto floor = run_load(h);
   print("GET /healthz, c=1 (transport)", floor.latency_ms);
+  std::printf("%-34s CPU per request (server + load generator) %.0f us\n", "",
+              1e6 * (process_cpu_s() - healthz_cpu0) / (static_cast<double>(floor.ok) * (1 + 500.0 / (a.seconds * 1000.0))));
 
   // 5. search_images() in-process on as many threads as the HTTP run had requests in flight.
   {
@@ -277,6 +300,7 @@ int run(const Args& a) {
     std::atomic<bool> stop{false};
     std::vector<std::thread> workers;
     const auto t0 = SteadyClock::now();
+    const double cpu0 = process_cpu_s();
     for (int t = 0; t < a.concurrency; ++t)
       workers.emplace_back([&, t] {
         for (size_t i = static_cast<size_t>(t) * 7919; !stop; ++i) {
@@ -293,8 +317,35 @@ int run(const Args& a) {
     stop = true;
     for (auto& w : workers) w.join();
     const double qps = done / (ms_since(t0) / 1000);
-    std::printf("search_images() in-process, %d threads: %.0f queries/s; HTTP c=%d / in-process = %.2fx\n",
-                a.concurrency, qps, a.concurrency, many.per_second() / qps);
+    std::printf("search_images() in-process, %d threads: %.0f queries/s, CPU per query %.0f us; HTTP c=%d / in-process = %.2fx\n",
+                a.concurrency, qps, 1e6 * (process_cpu_s() - cpu0) / done, a.concurrency, many.per_second() / qps);
+  }
+
+  // 5b. The API layer without the network: admit() + handle() of the same request, in-process.
+  {
+    std::atomic<uint64_t> done{0};
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> workers;
+    const auto t0 = SteadyClock::now();
+    const double cpu0 = process_cpu_s();
+    for (int t = 0; t < a.concurrency; ++t)
+      workers.emplace_back([&, t] {
+        for (size_t i = static_cast<size_t>(t) * 7919; !stop; ++i) {
+          api::HttpRequest r;
+          r.method = "POST";
+          r.target = r.path = "/api/v1/search";
+          r.headers = {{"x-api-key", key}, {"content-type", "application/json"}};
+          r.body = body(ids[i % ids.size()]);
+          if (auto admitted = service.admit(r); admitted.refusal) throw std::runtime_error("refused");
+          if (service.handle(r).status != 200) throw std::runtime_error("handle failed");
+          ++done;
+        }
+      });
+    std::this_thread::sleep_for(std::chrono::seconds(a.seconds));
+    stop = true;
+    for (auto& w : workers) w.join();
+    std::printf("ApiService admit+handle in-process, %d threads: %.0f queries/s, CPU per query %.0f us\n", a.concurrency,
+                done / (ms_since(t0) / 1000), 1e6 * (process_cpu_s() - cpu0) / done);
   }
 
   // 6. Recall@k of the index with the defaults (HnswOptions, ef_for_size), against exact search.

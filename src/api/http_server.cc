@@ -1,5 +1,8 @@
 #include "api/http_server.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -293,8 +296,10 @@ class EventStreamConn final : public StreamConn {
 // A handler pool: its threads and a bound on the requests waiting for them.
 class HandlerPool {
  public:
-  HandlerPool(int threads, int queue)
-      : pool_(static_cast<size_t>(std::max(1, threads))), limit_(std::max(1, threads) + std::max(0, queue)) {}
+  // nice: added to the scheduling priority of the pool's threads (Linux: per thread), so that
+  // CPU-heavy handlers yield the cores to the I/O threads and the other pool.
+  HandlerPool(int threads, int queue, int nice = 0)
+      : pool_(static_cast<size_t>(std::max(1, threads))), limit_(std::max(1, threads) + std::max(0, queue)), nice_(nice) {}
   // Runs fn on the pool, unless as many requests as its threads and queue hold are already there.
   bool try_post(std::function<void()> fn) {
     if (pending_.fetch_add(1) >= limit_) {
@@ -302,6 +307,11 @@ class HandlerPool {
       return false;
     }
     net::post(pool_, [this, fn = std::move(fn)] {
+      if (nice_ != 0) {
+        thread_local bool niced = false;  // each pool thread runs only this pool's work
+        if (!niced) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice_);
+        niced = true;
+      }
       fn();
       pending_.fetch_sub(1);
     });
@@ -314,6 +324,7 @@ class HandlerPool {
   net::thread_pool pool_;
   std::atomic<int> pending_{0};
   const int limit_;
+  const int nice_;
 };
 
 HttpResponse server_busy() {
@@ -716,7 +727,7 @@ Status HttpServer::start() {
     return Error(ErrorCode::kUnavailable, "cannot listen on " + listen + ": " + ec.message()).with("listen", listen);
   impl_->bound_port = acc.local_endpoint().port();
   impl_->pool.emplace(impl_->options.threads, impl_->options.queue);
-  impl_->query_pool.emplace(impl_->options.query_threads, impl_->options.query_queue);
+  impl_->query_pool.emplace(impl_->options.query_threads, impl_->options.query_queue, impl_->options.query_nice);
   impl_->do_accept();
   for (int i = 0; i < std::max(1, impl_->options.io_threads); ++i)
     impl_->threads.emplace_back([this] { impl_->ioc.run(); });

@@ -49,6 +49,8 @@ struct HttpServerOptions {
   int queue = 1024;                        // server.queue: requests waiting for a handler thread
   int query_threads = 16;                  // server.query_threads: the pool for searches by image
   int query_queue = 48;                    // server.query_queue: searches by image waiting for one
+  int query_nice = 10;                     // their threads' nice: decodes and forwards yield the
+                                           // cores to the I/O threads and the handler pool
   uint64_t max_body_bytes = 64ull << 20;   // server.max_body_bytes (uploads, spooled)
   uint64_t max_small_body_bytes = 1 << 20; // JSON bodies
   uint32_t max_header_bytes = 16 << 10;
