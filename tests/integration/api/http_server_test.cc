@@ -221,16 +221,24 @@ class HandlerPoolTest : public ::testing::Test {
   // block and all n were admitted (the rest then sit in the pool's queue).
   void start_blocked(const std::string& path, int n, int running) {
     const int admitted_before = admitted_;
+    int want = 0;  // read before any of these requests can reach its handler
+    {
+      std::lock_guard lock(mu_);
+      want = blocked_ + running;
+    }
     for (int i = 0; i < n; ++i)
       background_.emplace_back([this, path] {
         auto reply = get(server_->port(), path);
         std::lock_guard lock(mu_);
         replies_.push_back(std::move(reply));
       });
-    std::unique_lock lock(mu_);
-    const int want = blocked_ + running;
-    cv_.wait_for(lock, 10s, [&] { return blocked_ >= want; });
-    lock.unlock();
+    ASSERT_TRUE(testing::wait_until(
+        [&] {
+          std::lock_guard lock(mu_);
+          return blocked_ >= want;
+        },
+        10s))
+        << "the handlers did not start";
     ASSERT_TRUE(testing::wait_until([&] { return admitted_ >= admitted_before + n; }, 10s));
     std::this_thread::sleep_for(100ms);  // admitted → queued on its pool happens on the same strand, right after
   }
