@@ -23,6 +23,7 @@
 #include <librdkafka/rdkafka.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -46,6 +47,7 @@
 #include "load.h"
 #include "noop_extractor.h"
 #include "pipeline/ingest.h"
+#include "pipeline/status.h"
 
 namespace deeplens::bench {
 namespace {
@@ -379,6 +381,10 @@ std::vector<size_t> topic_sizes(const std::string& bootstrap, size_t expect) {
 struct PriorityRun {
   Percentiles high_ms;       // upload -> completed of the images that jump the backlog
   double images_per_s = 0;   // every image, first completion to last
+  // estimatedTimeRemaining / the time the image then took, for every 10th backlog image, read
+  // once the late uploads are in (issue #17: within a factor of 2).
+  std::vector<double> eta_ratios;  // sorted
+  size_t eta_within_2x = 0;
 };
 
 std::unique_ptr<app::Node> open_node(const Args& a, const fs::path& dir, Extractor& model, DevKafkaBroker* broker,
@@ -399,7 +405,10 @@ PriorityRun run_priority(const Args& a, const std::string& bus, bool lanes, Extr
   auto& ctx = node->context();
   const std::string model_name = model.info().name;
   const auto backlog_priority = lanes ? std::optional(Priority::kLow) : std::nullopt;
-  for (size_t i = 0; i < a.backlog; ++i) upload(ctx, photos[i % photos.size()], model_name, a.thumbnails, backlog_priority);
+  std::vector<std::string> backlog_ids;
+  backlog_ids.reserve(a.backlog);
+  for (size_t i = 0; i < a.backlog; ++i)
+    backlog_ids.push_back(upload(ctx, photos[i % photos.size()], model_name, a.thumbnails, backlog_priority));
   if (auto st = node->start_pipeline(); !st) throw std::runtime_error(st.error().to_string());
   node->pipeline()->notifier().add_listener(&done);
   // The stages have begun on the backlog before the first high upload.
@@ -412,11 +421,29 @@ PriorityRun run_priority(const Args& a, const std::string& bus, bool lanes, Extr
                       t);
     std::this_thread::sleep_for(100ms);
   }
+  // What the status API answers for the backlog now, against what then happens.
+  StatusOptions so;
+  so.lane_weights = ctx.options.lane_weights;
+  std::vector<std::pair<std::string, std::pair<SteadyClock::time_point, int64_t>>> estimates;
+  for (size_t i = 0; i < backlog_ids.size(); i += 10) {
+    auto view = load_status(ctx.store, "bench", backlog_ids[i], so);
+    if (!view) throw std::runtime_error("status: " + view.error().to_string());
+    if (view->estimated_time_remaining_ms) estimates.push_back({backlog_ids[i], {SteadyClock::now(), *view->estimated_time_remaining_ms}});
+  }
   if (!done.wait_for(a.backlog + a.high, 1800s) || done.failed()) throw std::runtime_error("priority: not every image completed");
   std::vector<double> ms;
   for (const auto& [id, t] : high) ms.push_back(ms_between(t, done.at(id).first));
   PriorityRun r;
   r.high_ms = percentiles(ms);
+  std::vector<double> ratios;
+  for (const auto& [id, e] : estimates) {
+    const double actual = std::max(ms_between(e.first, done.at(id).first), 1.0);
+    const double ratio = static_cast<double>(e.second) / actual;
+    ratios.push_back(ratio);
+    if (ratio >= 0.5 && ratio <= 2.0) ++r.eta_within_2x;
+  }
+  std::sort(ratios.begin(), ratios.end());
+  r.eta_ratios = std::move(ratios);
   r.images_per_s = static_cast<double>(a.backlog + a.high - 1) / std::chrono::duration<double>(done.last() - done.first()).count();
   node->stop();
   node.reset();
@@ -553,6 +580,12 @@ int run(const Args& a) {
         std::printf("%-8s %-5s %zu backlog + %zu late uploads: late upload -> completed p50 %8.1f  p99 %8.1f ms;"
                     " throughput %7.1f images/s\n",
                     bus.c_str(), mode.c_str(), a.backlog, a.high, r.high_ms.p50, r.high_ms.p99, r.images_per_s);
+        const auto& e = r.eta_ratios;
+        auto q = [&](double f) { return e.empty() ? 0.0 : e[std::min(e.size() - 1, static_cast<size_t>(f * static_cast<double>(e.size())))]; };
+        std::printf("%-8s %-5s estimatedTimeRemaining / actual, %zu backlog images: min %.2f  p10 %.2f  p50 %.2f  p90 %.2f"
+                    "  max %.2f; within 2x: %zu (%.1f%%)\n",
+                    bus.c_str(), mode.c_str(), e.size(), q(0), q(0.1), q(0.5), q(0.9), e.empty() ? 0.0 : e.back(),
+                    r.eta_within_2x, e.empty() ? 0.0 : 100.0 * static_cast<double>(r.eta_within_2x) / static_cast<double>(e.size()));
         std::fflush(stdout);
       }
       if (runs.count("lanes") && runs.count("fifo"))

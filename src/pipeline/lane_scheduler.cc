@@ -42,10 +42,28 @@ std::vector<BusMessage> LaneScheduler::take(size_t n) {
     }
     if (best == lanes_.size()) break;
     credit_[best] -= total;
-    out.push_back(std::move(queues_[best].front()));
-    queues_[best].pop_front();
+    auto& q = queues_[best];
+    const auto next = q.begin() + static_cast<std::ptrdiff_t>(oldest_head(q));
+    out.push_back(std::move(*next));
+    q.erase(next);
   }
   return out;
+}
+
+size_t LaneScheduler::oldest_head(const std::deque<BusMessage>& q) {
+  // The first message seen of each partition is its head; of those, the oldest (the first queued
+  // on a tie). A handful of partitions and a few batches queued: a scan is cheap.
+  std::vector<std::pair<const std::string*, int>> seen;
+  size_t best = 0;
+  for (size_t i = 0; i < q.size(); ++i) {
+    const BusMessage& m = q[i];
+    const bool head = std::none_of(seen.begin(), seen.end(),
+                                   [&](const auto& s) { return s.second == m.partition && *s.first == m.topic; });
+    if (!head) continue;
+    seen.emplace_back(&m.topic, m.partition);
+    if (m.timestamp < q[best].timestamp) best = i;
+  }
+  return best;
 }
 
 void LaneScheduler::drop_from(const BusMessage& msg) {

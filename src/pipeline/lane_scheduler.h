@@ -11,8 +11,13 @@
 //    Bound: while a lane holds messages, its head is taken within ceil(W / w) slots, W the sum of
 //    the weights of the busy lanes and w its own (10 slots for low at 6:3:1), so it gets at least
 //    w / W of the throughput however busy the others are.
+//  - Within a lane, the next message is the oldest (bus timestamp) of its partitions' heads: the
+//    bus hands over a poll's messages partition by partition, and taking them in that order would
+//    make an image wait behind every partition polled before its own, however late their images
+//    came (the time estimates, pipeline/eta.h, count the images ahead of one by upload time).
 //  - Messages of one partition stay in order (a partition belongs to one topic, a topic to one
-//    lane), so committing the last handled message of a partition is still right.
+//    lane, and only partition heads are taken), so committing the last handled message of a
+//    partition is still right.
 //
 // Not thread-safe: one per consumer thread.
 #pragma once
@@ -60,6 +65,9 @@ class LaneScheduler {
   std::vector<FlowChange> flow_changes();
 
  private:
+  // Index in q of the oldest partition head.
+  static size_t oldest_head(const std::deque<BusMessage>& q);
+
   std::vector<LaneSpec> lanes_;
   std::vector<std::deque<BusMessage>> queues_;
   std::vector<long> credit_;

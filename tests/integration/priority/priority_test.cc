@@ -130,9 +130,11 @@ TEST_P(PriorityLanes, LowKeepsAtLeastATenthOfTheThroughputUnderContinuousHighLoa
   }
 }
 
-// The estimate on the embedded log. On Kafka each partition of a lane drains at its own pace and
-// the estimate, which counts "ahead" by upload time across partitions, was off by up to 5x (issue
-// #17 note): not claimed there until the store knows partitions.
+// The estimate on the embedded log. On Kafka the pipeline's rate itself varies more over a run
+// this short (the relay, consumer fetches and three stages share two cores), and the estimate
+// extrapolates the rate it observes: of the images more than 1 s from completion, 32% to 100%
+// were within a factor of 2 in four runs of this test on Kafka (2026-12-04), so no bound is
+// claimed there (bench/README.md has the longer bench run on both buses).
 class PriorityEta : public PriorityLanes {};
 
 TEST_P(PriorityEta, EstimatedTimeRemainingTracksTheRealRemainingTimeInABacklog) {
@@ -169,19 +171,18 @@ TEST_P(PriorityEta, EstimatedTimeRemainingTracksTheRealRemainingTimeInABacklog) 
   std::vector<std::string> ids;
   for (const auto& [id, lane] : images) ids.push_back(id);
   ASSERT_TRUE(testing::wait_until([&] { return all_searchable(ids); }, 180s));
-  // The median of the images deeper than 3 s in the backlog within 1.5, and each image deeper than
-  // 5 s within a factor of 2.5 (measured: nearly all within 2, the median within 1.2,
-  // bench/eta_accuracy). Nearer the head it is batch granularity and the order across lanes: a low
-  // image is taken at a tenth of the slots, so a few places out of order are a second — a low image
-  // 3.2 s deep was once estimated at 1.1 s (fresh-clone CI, 2026-12-03).
-  const double factor = 2.5, median_factor = 1.5;
+  // Each image more than 3 s from completion within a factor of 2, and the median of those more
+  // than 1 s from it within 1.5 (measured since the lanes take partition heads by age: all within
+  // 2 from 1 s on, the median 1.00-1.06; bench/README.md, "Priority lanes against FIFO"). Nearer
+  // the head it is batch granularity: a batch of 8 at the test model's 10 ms each is 80 ms.
+  const double factor = 2.0, median_factor = 1.5;
   std::vector<double> ratios;
   for (const auto& s : samples) {
     const int64_t actual = searchable_at(s.id) - s.at_ms;
-    if (actual < 3000) continue;
+    if (actual < 1000) continue;
     const double ratio = static_cast<double>(s.eta_ms) / static_cast<double>(actual);
     ratios.push_back(ratio);
-    if (actual < 5000) continue;
+    if (actual < 3000) continue;
     EXPECT_GE(ratio, 1.0 / factor) << priority_name(s.lane) << " image: estimated " << s.eta_ms << " ms, took " << actual << " ms";
     EXPECT_LE(ratio, factor) << priority_name(s.lane) << " image: estimated " << s.eta_ms << " ms, took " << actual << " ms";
   }

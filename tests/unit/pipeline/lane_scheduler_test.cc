@@ -89,6 +89,37 @@ TEST(LaneScheduler, MessagesOfAPartitionKeepTheirOrder) {
   EXPECT_EQ(next[1], 20);
 }
 
+// A poll hands over its messages partition by partition; the lane serves them by age, so an image
+// in the last partition polled does not wait behind every other partition's batch.
+TEST(LaneScheduler, ALaneTakesTheOldestPartitionHeadFirst) {
+  LaneScheduler s(kLanes, 1000, 10);
+  std::vector<BusMessage> polled;
+  // Partition 0 holds the messages published at t = 0, 2, 4, partition 1 those at 1, 3, 5; then a
+  // partition whose own order is not its timestamps' (a clock step): its order wins.
+  for (int p = 0; p < 2; ++p)
+    for (int i = 0; i < 3; ++i) {
+      BusMessage m;
+      m.topic = "t.low";
+      m.partition = p;
+      m.offset = i;
+      m.timestamp = Timestamp(std::chrono::milliseconds(2 * i + p));
+      polled.push_back(m);
+    }
+  for (int i = 0; i < 2; ++i) {
+    BusMessage m;
+    m.topic = "t.low";
+    m.partition = 2;
+    m.offset = i;
+    m.timestamp = Timestamp(std::chrono::milliseconds(i == 0 ? 10 : 0));
+    polled.push_back(m);
+  }
+  s.add(std::move(polled));
+  std::vector<std::pair<int, int64_t>> order;
+  for (const auto& m : s.take(8)) order.emplace_back(m.partition, m.offset);
+  const std::vector<std::pair<int, int64_t>> expected = {{0, 0}, {1, 0}, {0, 1}, {1, 1}, {0, 2}, {1, 2}, {2, 0}, {2, 1}};
+  EXPECT_EQ(order, expected);
+}
+
 TEST(LaneScheduler, AFullLaneAsksForAPauseAndAResumeOnceDrained) {
   LaneScheduler s(kLanes, 16, 8);
   s.add(messages("t.low", 20));
