@@ -37,9 +37,13 @@ rm -f /tmp/deeplens-pkg-files.$$
 cache=${DEEPLENS_TEST_CACHE:-/var/cache/deeplens-test}
 mkdir -p "$cache/apt-archives/partial"
 base=$cache/bookworm-apt.tar
+# A directory there is what an earlier version of this script left (mmdebstrap picks the output
+# format from the file name, and "*.tar.tmp" is not a tarball's): make the tarball again.
+[ -d "$base" ] && rm -rf --one-file-system "$base"
 if [ ! -f "$base" ]; then
   step "make a clean Debian 12 root (mmdebstrap, cached in $base)"
-  mmdebstrap --quiet --variant=apt --include=ca-certificates bookworm "$base.tmp"
+  rm -rf --one-file-system "$base.tmp"
+  mmdebstrap --quiet --variant=apt --format=tar --include=ca-certificates bookworm "$base.tmp"
   mv "$base.tmp" "$base"
 fi
 root=$(mktemp -d /var/tmp/deeplens-root-XXXXXX)
