@@ -200,7 +200,11 @@ async function imagePage(id) {
     const meta = el("table", {}, el("tbody", {}, ...[
       ["Image id", img.imageId], ["Status", status.status], ["Size", `${img.width} × ${img.height}, ${img.fileSize} bytes`],
       ["Format", img.format], ["Models", img.models.join(", ")], ["Uploaded", img.createdAt],
-      ["Searchable since", img.searchableAfter || "—"]].map(([k, v]) => el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v)))));
+      ["Searchable since", img.searchableAfter || "—"],
+      ["Near-duplicate of", img.duplicateOf
+        ? el("span", {}, el("a", { href: `#/image/${img.duplicateOf.imageId}` }, img.duplicateOf.imageId),
+          ` (${img.duplicateOf.modelName}, score ${img.duplicateOf.score.toFixed(3)})`)
+        : "—"]].map(([k, v]) => el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, v)))));
     const steps = el("table", {}, el("thead", {}, el("tr", {}, ...["Step", "Model", "Status", "Attempts", "Duration", "Error"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", {}, ...status.processingSteps.map((s) => el("tr", {}, el("td", {}, s.step), el("td", {}, s.modelName || ""),
         el("td", {}, s.status), el("td", {}, s.attempts), el("td", {}, s.duration !== undefined ? s.duration + " ms" : ""),

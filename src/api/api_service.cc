@@ -45,6 +45,7 @@ ojson image_json(const ImageRecord& r) {
   j["createdAt"] = format_iso8601(r.created_at);
   j["updatedAt"] = format_iso8601(r.updated_at);
   j["searchableAfter"] = r.searchable_after ? json(format_iso8601(*r.searchable_after)) : json(nullptr);
+  j["duplicateOf"] = duplicate_json(r.duplicate_of);
   j["contentUrl"] = image_url(r.image_id) + "/content";
   j["thumbnailUrl"] = r.thumbnail_path.empty() ? json(nullptr) : json(image_url(r.image_id) + "/thumbnail");
   j["statusCheckUrl"] = image_url(r.image_id) + "/status";
@@ -575,10 +576,16 @@ HttpResponse ApiService::list_images(HttpRequest& req) {
       return error_response(400, "INVALID_REQUEST", "status must be uploaded, processing, completed or failed",
                             {{"field", "status"}});
   }
+  bool duplicates = false;
+  if (auto it = req.query.find("duplicates"); it != req.query.end() && !it->second.empty()) {
+    if (it->second != "true" && it->second != "false")
+      return error_response(400, "INVALID_REQUEST", "duplicates must be true or false", {{"field", "duplicates"}});
+    duplicates = it->second == "true";
+  }
   auto limit_or = query_limit(req, 50, 500);
   if (auto* bad = std::get_if<HttpResponse>(&limit_or)) return *bad;
   const int limit = std::get<int>(limit_or);
-  auto page = ctx_.store.list_images(req.tenant_id, status, limit, req.query["cursor"]);
+  auto page = ctx_.store.list_images(req.tenant_id, status, limit, req.query["cursor"], duplicates);
   if (!page) return error_from(page.error());
   ojson j;
   j["images"] = ojson::array();

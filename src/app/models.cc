@@ -86,6 +86,7 @@ Result<std::unique_ptr<ModelRegistry>> build_model_registry(const std::vector<Co
     ModelSpec builtin;
     builtin.name = "builtin";
     builtin.kind = ModelKind::kBuiltin;
+    builtin.duplicate_threshold = default_duplicate_threshold(ModelKind::kBuiltin);
     specs.push_back(std::move(builtin));
   }
 

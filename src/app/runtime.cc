@@ -267,6 +267,8 @@ Result<std::unique_ptr<Runtime>> open_runtime(const GlobalFlags& flags, Role rol
     auto models = build_model_registry(c.sections("models"), mo);
     if (!models) return std::move(models).error();
     rt->models = std::move(models).value();
+    for (const auto& name : rt->models->names())
+      if (const ModelSpec* spec = rt->models->spec(name)) o.pipeline.duplicate_thresholds[name] = spec->duplicate_threshold;
     lookup = [reg = rt->models.get()](const std::string& name) { return reg->find(name); };
   } else {
     o.open_vectors = false;

@@ -151,6 +151,9 @@ ordered_json to_json(const ProcessingCompletedEvent& e) {
   data["processingSteps"] = std::move(steps);
   data["totalProcessingTime"] = d.total_processing_time_ms;
   data["searchableAfter"] = format_iso8601(d.searchable_after);
+  if (d.duplicate_of)
+    data["duplicateOf"] = {{"imageId", d.duplicate_of->image_id}, {"score", d.duplicate_of->score},
+                           {"modelName", d.duplicate_of->model_name}};
   j["data"] = std::move(data);
   return j;
 }
@@ -574,6 +577,13 @@ void read_processing_completed(const Reader& r, ProcessingCompletedEvent& e) {
   }
   e.data.total_processing_time_ms = d.integer("totalProcessingTime", 0);
   e.data.searchable_after = d.timestamp("searchableAfter");
+  if (auto dup = d.opt_object("duplicateOf")) {
+    DuplicateRef ref;
+    ref.image_id = dup->id("imageId", is_image_id, "img_<uuid>");
+    ref.score = dup->opt_number("score").value_or(0);
+    ref.model_name = dup->str("modelName");
+    e.data.duplicate_of = std::move(ref);
+  }
 }
 
 void read_processing_failed(const Reader& r, ProcessingFailedEvent& e) {

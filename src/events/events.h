@@ -137,6 +137,15 @@ struct ProcessingStep {
   bool operator==(const ProcessingStep&) const = default;
 };
 
+// JSON "duplicateOf" (our addition to the spec's event): the earlier image this one nearly
+// duplicates, found by the near-duplicate check after indexing.
+struct DuplicateRef {
+  std::string image_id;    // JSON "imageId"
+  double score = 0;        // cosine similarity of the two images' vectors
+  std::string model_name;  // JSON "modelName": the model whose collection found it
+  bool operator==(const DuplicateRef&) const = default;
+};
+
 struct ProcessingCompletedEvent {
   EventEnvelope envelope;
   struct Data {
@@ -145,6 +154,7 @@ struct ProcessingCompletedEvent {
     std::vector<ProcessingStep> processing_steps;
     int64_t total_processing_time_ms = 0;  // JSON "totalProcessingTime"
     Timestamp searchable_after;
+    std::optional<DuplicateRef> duplicate_of;
     bool operator==(const Data&) const = default;
   } data;
   bool operator==(const ProcessingCompletedEvent&) const = default;

@@ -30,8 +30,27 @@ constexpr KeyRule kKeys[] = {
     {"config_file", kDnn},   {"input_width", kDnn},   {"input_height", kDnn},
     {"mean", kDnn},          {"scale", kDnn},         {"std", kDnn},
     {"channel_order", kDnn}, {"output_layer", kDnn},  {"threads", kDnn},
-    {"url", kRemote},        {"timeout_ms", kRemote},
+    {"url", kRemote},        {"timeout_ms", kRemote}, {"duplicate_threshold", kAny},
 };
+
+}  // namespace
+
+double default_duplicate_threshold(ModelKind kind) {
+  // Calibrated on photographs and their edits against look-alike pairs (bench/README.md,
+  // "Near-duplicate thresholds"): mobilenet_v2's smallest threshold with precision >= 0.99; the
+  // built-in descriptor never reaches 0.99, 0.98 is its 0.96. A remote model is unknown: off.
+  switch (kind) {
+    case ModelKind::kDnn:
+      return 0.957;
+    case ModelKind::kBuiltin:
+      return 0.98;
+    case ModelKind::kRemote:
+      return 0.0;
+  }
+  return 0.0;
+}
+
+namespace {
 
 bool applies(const KeyRule& rule, ModelKind kind) {
   return (rule.kinds & (1u << static_cast<unsigned>(kind))) != 0;
@@ -238,6 +257,10 @@ Result<ModelSpec> parse_model_spec(const ConfigSection& section, size_t index) {
   DEEPLENS_TRY(r.read_int("dimension", spec.dimension, 1, 1 << 20));
   if (spec.kind != ModelKind::kBuiltin && !r.find("dimension"))
     return r.error("dimension", "required (the length of the model's output vector, e.g. 1280)");
+  spec.duplicate_threshold = default_duplicate_threshold(spec.kind);
+  DEEPLENS_TRY(r.read_number("duplicate_threshold", spec.duplicate_threshold));
+  if (spec.duplicate_threshold < 0.0 || spec.duplicate_threshold > 1.0)
+    return r.error("duplicate_threshold", "expected 0 (no near-duplicate check) up to 1 (a cosine similarity)");
 
   switch (spec.kind) {
     case ModelKind::kDnn: {

@@ -63,6 +63,11 @@ struct ModelSpec {
   // Default true.
   bool normalize = true;
 
+  // Key `duplicate_threshold`: an image whose nearest neighbour in the tenant's collection of this
+  // model scores at least this (cosine) is reported as a near-duplicate of it (`duplicateOf`).
+  // 0 = no near-duplicate check for this model. Default default_duplicate_threshold(kind).
+  double duplicate_threshold = 0.0;
+
   // Key `dimension`: length of every vector; required for "dnn" and "remote" and checked
   // against the model's real output. For "builtin", 0 (default) accepts the descriptor's own.
   int dimension = 0;
@@ -128,5 +133,8 @@ struct ModelSpec {
 // "models[1].dimension: expected an integer, got 'abc'" (context: key = "models[1].dimension").
 // Unknown keys, and keys that do not apply to the model's kind, are errors.
 Result<ModelSpec> parse_model_spec(const ConfigSection& section, size_t index = 0);
+
+// The `duplicate_threshold` of a model of this kind that sets none.
+double default_duplicate_threshold(ModelKind kind);
 
 }  // namespace deeplens

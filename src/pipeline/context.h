@@ -6,6 +6,7 @@
 #include <array>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct PipelineOptions {
   // pipeline.priority_weights: shares of the high, normal and low lanes where images wait
   // (orchestration and extraction); each >= 1.
   std::array<int, 3> lane_weights{6, 3, 1};
+  // Per model: the near-duplicate check's threshold (models[].duplicate_threshold); a model that
+  // is absent or 0 has no check.
+  std::map<std::string, double> duplicate_thresholds;
 };
 
 // Looks up a model by name; nullptr when unknown.

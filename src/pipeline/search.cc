@@ -164,16 +164,21 @@ Result<std::vector<SearchResultItem>> ranked_images(PipelineContext& ctx, const 
   for (size_t fetch = first;; fetch *= 2) {
     auto hits = index.search(query, fetch, q.min_score, SearchOptions{q.ef, q.exact});
     if (!hits) return std::move(hits).error().with("collection", index.name());
+    // The records of this round's new hits, in one read (a hit without one is not the tenant's).
+    std::vector<std::string> unknown;
+    for (const auto& hit : *hits)
+      if (hit.id != exclude && !records.contains(hit.id)) unknown.push_back(hit.id);
+    if (!unknown.empty()) {
+      auto images = ctx.store.get_images(q.tenant_id, unknown);
+      if (!images) return std::move(images).error();
+      for (const auto& id : unknown) records.emplace(id, std::nullopt);
+      for (auto& image : *images) records[image.image_id] = std::move(image);
+    }
     results.clear();
     skipped = 0;
     for (auto& hit : *hits) {
       if (hit.id == exclude) continue;
-      auto known = records.find(hit.id);
-      if (known == records.end()) {
-        auto image = ctx.store.get_image(q.tenant_id, hit.id);
-        if (!image && image.error().code != ErrorCode::kNotFound) return std::move(image).error();
-        known = records.emplace(hit.id, image ? std::optional(std::move(image).value()) : std::nullopt).first;
-      }
+      const auto known = records.find(hit.id);
       if (!known->second || !passes(q.filter, *known->second, excluded)) {
         ++skipped;
         continue;

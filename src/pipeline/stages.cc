@@ -5,6 +5,8 @@
 #include <map>
 #include <optional>
 
+#include <nlohmann/json.hpp>
+
 #include "common/log.h"
 #include "events/codec.h"
 #include "events/topics.h"
@@ -454,9 +456,17 @@ struct IndexStage::Work {
   Timestamp started;
   std::optional<Failure> failure;
   int64_t duration = 0;
+  std::optional<DuplicateOf> duplicate;  // what the near-duplicate check found
 };
 
 namespace {
+
+// processingOptions.skipDuplicateCheck as stored with the image.
+bool skips_duplicate_check(const ImageRecord& image) {
+  const auto po = nlohmann::json::parse(image.processing_options_json, nullptr, false);
+  return po.is_object() && po.contains("skipDuplicateCheck") && po["skipDuplicateCheck"].is_boolean() &&
+         po["skipDuplicateCheck"].get<bool>();
+}
 
 Failure index_failure(const Error& e) {
   const ErrorCode code = e.code;
@@ -533,6 +543,8 @@ size_t IndexStage::handle(std::span<const BusMessage> batch) {
     for (size_t i : members) work[i].duration = duration;
   }
 
+  find_duplicates(work, ready);
+
   // 3. Commit each message's effects in order.
   for (size_t i = 0; i < ready; ++i) {
     Status st;
@@ -546,6 +558,66 @@ size_t IndexStage::handle(std::span<const BusMessage> batch) {
     }
   }
   return ready;
+}
+
+// The near-duplicate check: the best hit at or above the model's threshold among the image's
+// nearest neighbours in its collection (the tenant's, for this model) that was uploaded before it
+// — so of two copies indexed together the later one is the duplicate, and an image is never
+// reported as a copy of a later one. A failed search is logged and skips the check: it never
+// fails or delays the image.
+void IndexStage::find_duplicates(std::vector<Work>& work, size_t ready) {
+  constexpr size_t kCandidates = 8;  // a few copies of one photo already there still leave an earlier one
+  struct Found {
+    size_t item;
+    std::vector<SearchHit> hits;
+  };
+  std::vector<Found> found;
+  std::map<std::string, std::vector<std::string>> candidates;  // per tenant
+  for (size_t i = 0; i < ready; ++i) {
+    Work& w = work[i];
+    if (!w.event || w.processed || !w.image || w.failure) continue;
+    const auto& data = w.event->data;
+    const auto threshold = ctx_.options.duplicate_thresholds.find(data.model_name);
+    if (threshold == ctx_.options.duplicate_thresholds.end() || threshold->second <= 0) continue;
+    if (skips_duplicate_check(*w.image)) continue;
+    VectorIndex* index = ctx_.vectors.find_collection(w.collection);
+    if (!index) continue;
+    auto hits = index->search(data.feature_vector, kCandidates, static_cast<float>(threshold->second));
+    if (!hits) {
+      log_warn("index.duplicate_check_failed", {{"imageId", data.image_id}, {"error", hits.error().to_string()}});
+      continue;
+    }
+    std::erase_if(*hits, [&](const SearchHit& h) { return h.id == data.image_id; });
+    if (hits->empty()) continue;
+    auto& ids = candidates[w.image->tenant_id];
+    for (const auto& h : *hits) ids.push_back(h.id);
+    found.push_back({i, std::move(hits).value()});
+  }
+  if (found.empty()) return;
+  std::map<std::string, ImageRecord> records;
+  for (auto& [tenant, ids] : candidates) {
+    auto got = ctx_.store.get_images(tenant, ids);
+    if (!got) {
+      log_warn("index.duplicate_check_failed", {{"tenantId", tenant}, {"error", got.error().to_string()}});
+      continue;
+    }
+    for (auto& r : *got) records.emplace(r.image_id, std::move(r));
+  }
+  for (const auto& f : found) {
+    Work& w = work[f.item];
+    const ImageRecord& self = *w.image;
+    for (const auto& h : f.hits) {  // best first
+      auto r = records.find(h.id);
+      if (r == records.end() || r->second.tenant_id != self.tenant_id) continue;
+      const ImageRecord& other = r->second;
+      const bool earlier = other.created_at < self.created_at ||
+                           (other.created_at == self.created_at && other.image_id < self.image_id);
+      if (!earlier) continue;
+      w.duplicate = DuplicateOf{other.image_id, h.score, w.event->data.model_name};
+      ctx_.metrics.add("deeplens_near_duplicates_total", {{"model", w.event->data.model_name}});
+      break;
+    }
+  }
 }
 
 Status IndexStage::commit(const BusMessage& msg, Work& work) {
@@ -593,6 +665,10 @@ Status IndexStage::commit(const BusMessage& msg, Work& work) {
     step.completed_at = now;
     step.duration_ms = duration;
     if (auto s = tx.upsert_step(step); !s) return s;
+    if (work.duplicate && !current->duplicate_of) {  // the first model to find one names it
+      if (auto s = tx.set_duplicate_of(image_id, *work.duplicate); !s) return s;
+      current->duplicate_of = work.duplicate;
+    }
 
     auto steps = tx.get_steps(image_id);
     if (!steps) return std::move(steps).error();
@@ -621,6 +697,9 @@ Status IndexStage::commit(const BusMessage& msg, Work& work) {
     done.data.total_processing_time_ms =
         std::chrono::duration_cast<std::chrono::milliseconds>(now - current->created_at).count();
     done.data.searchable_after = now;
+    if (current->duplicate_of)
+      done.data.duplicate_of = DuplicateRef{current->duplicate_of->image_id, current->duplicate_of->score,
+                                            current->duplicate_of->model};
     log_info("image.completed", {{"tenantId", tenant}, {"imageId", image_id}, {"correlationId", correlation},
                                  {"totalMs", static_cast<long long>(done.data.total_processing_time_ms)}});
     ctx_.metrics.observe("deeplens_upload_to_searchable_seconds", {},

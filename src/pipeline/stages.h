@@ -57,12 +57,14 @@ class ExtractStage final : public StageHandler {
 class IndexStage final : public StageHandler {
  public:
   explicit IndexStage(PipelineContext& ctx) : ctx_(ctx) {}
-  // A batch's vectors are written with one upsert_batch per collection; each message's effects
-  // (step, completion, failure) are then committed on their own, in order.
+  // A batch's vectors are written with one upsert_batch per collection; then the near-duplicate
+  // check searches each new vector's collection; each message's effects (step, duplicateOf,
+  // completion, failure) are then committed on their own, in order.
   size_t handle(std::span<const BusMessage> batch) override;
 
  private:
   struct Work;
+  void find_duplicates(std::vector<Work>& work, size_t ready);
   Status commit(const BusMessage& msg, Work& work);
   PipelineContext& ctx_;
 };

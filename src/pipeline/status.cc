@@ -73,6 +73,11 @@ Result<ImageStatusView> load_status(MetadataStore& store, const std::string& ten
   return v;
 }
 
+nlohmann::ordered_json duplicate_json(const std::optional<DuplicateOf>& d) {
+  if (!d) return nullptr;
+  return {{"imageId", d->image_id}, {"score", d->score}, {"modelName", d->model}};
+}
+
 std::string status_json(const ImageStatusView& v) { return status_object(v).dump(); }
 
 nlohmann::ordered_json status_object(const ImageStatusView& v) {
@@ -99,6 +104,7 @@ nlohmann::ordered_json status_object(const ImageStatusView& v) {
   else j["estimatedTimeRemaining"] = nullptr;
   if (v.image.searchable_after) j["searchableAfter"] = format_iso8601(*v.image.searchable_after);
   else j["searchableAfter"] = nullptr;
+  j["duplicateOf"] = duplicate_json(v.image.duplicate_of);
   j["lastUpdated"] = format_iso8601(v.last_updated);
   if (v.image.status == ImageStatus::kFailed)
     j["error"] = {{"code", v.image.error_code}, {"message", v.image.error_message}};

@@ -43,5 +43,7 @@ Priority image_priority(const ImageRecord& image);
 // (the real-time StatusChanged event adds its fields to it).
 std::string status_json(const ImageStatusView& view);
 nlohmann::ordered_json status_object(const ImageStatusView& view);
+// {"imageId", "score", "modelName"}, or null: the "duplicateOf" of the status and image records.
+nlohmann::ordered_json duplicate_json(const std::optional<DuplicateOf>& duplicate);
 
 }  // namespace deeplens

@@ -94,6 +94,16 @@ enum class ImageStatus { kUploaded, kProcessing, kCompleted, kFailed };
 const char* image_status_name(ImageStatus s);
 std::optional<ImageStatus> parse_image_status(std::string_view s);
 
+// The image indexed before this one that it nearly duplicates (the near-duplicate check after
+// indexing, pipeline/stages.h): its nearest neighbour in the tenant's collection of `model`,
+// scoring at least the model's duplicate_threshold.
+struct DuplicateOf {
+  std::string image_id;
+  double score = 0;
+  std::string model;
+  bool operator==(const DuplicateOf&) const = default;
+};
+
 struct ImageRecord {
   std::string image_id;
   std::string tenant_id;
@@ -118,6 +128,7 @@ struct ImageRecord {
   Timestamp created_at;
   Timestamp updated_at;
   std::optional<Timestamp> searchable_after;
+  std::optional<DuplicateOf> duplicate_of;
 };
 
 // Images in the pipeline (status uploaded or processing), by lane in kPriorities order; and the
@@ -210,6 +221,7 @@ class MetadataTx {
                                   const std::string& error_code = {},
                                   const std::string& error_message = {}) = 0;
   virtual Status set_thumbnail(const std::string& image_id, const std::string& path) = 0;
+  virtual Status set_duplicate_of(const std::string& image_id, const DuplicateOf& duplicate) = 0;
   // Sets searchable_after and status completed and records the completion event id — only the
   // first time; returns false if the image was already claimed (so exactly one completion event).
   virtual Result<bool> claim_completion(const std::string& image_id, Timestamp searchable_after) = 0;
@@ -267,9 +279,14 @@ class MetadataStore {
       const ImageRecord& image, bool skip_duplicate_check,
       const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota = {}) = 0;
   virtual Result<ImageRecord> get_image(const std::string& tenant_id, const std::string& image_id) = 0;
+  // The tenant's records among image_ids, in one read (search enriches its hits with it): absent
+  // ids and other tenants' images are left out; order unspecified.
+  virtual Result<std::vector<ImageRecord>> get_images(const std::string& tenant_id,
+                                                      const std::vector<std::string>& image_ids) = 0;
   virtual Result<std::vector<StepRecord>> get_steps(const std::string& image_id) = 0;
+  // Newest first. duplicates_only: the images with a duplicate_of.
   virtual Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
-                                        int limit, const std::string& cursor) = 0;
+                                        int limit, const std::string& cursor, bool duplicates_only = false) = 0;
   // Which of these image ids have a row (any tenant); for sweeping orphans.
   virtual Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) = 0;
   // Deletes the image's rows (steps included) and takes it off the tenant's usage, and queues the

@@ -60,7 +60,23 @@ class TestExtractor final : public Extractor {
     return out;
   }
 
+  // Bytes "near-copy-of:<original bytes>" give the original's vector nudged by 5% (cosine about
+  // 0.999 to it): a near-duplicate for the near-duplicate check's tests.
+  static constexpr std::string_view kNearCopy = "near-copy-of:";
+
   static std::vector<float> vector_for(std::string_view bytes, int dimension) {
+    if (bytes.starts_with(kNearCopy)) {
+      std::vector<float> v = vector_for(bytes.substr(kNearCopy.size()), dimension);
+      const std::vector<float> nudge = random_unit(bytes, dimension);
+      for (size_t i = 0; i < v.size(); ++i) v[i] += 0.05f * nudge[i];
+      l2_normalize(v);
+      return v;
+    }
+    return random_unit(bytes, dimension);
+  }
+
+ private:
+  static std::vector<float> random_unit(std::string_view bytes, int dimension) {
     std::seed_seq seq(bytes.begin(), bytes.end());
     std::mt19937 rng(seq);
     std::normal_distribution<float> dist;
@@ -70,7 +86,6 @@ class TestExtractor final : public Extractor {
     return v;
   }
 
- private:
   ModelInfo info_;
   std::chrono::milliseconds delay_;
   std::mutex mu_;

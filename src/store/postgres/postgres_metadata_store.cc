@@ -226,6 +226,12 @@ CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, creat
     {6, "CREATE INDEX images_waiting ON images(created_at) WHERE status IN ('uploaded', 'processing');"},
     // The steps running now, per step, for the jobs page (GET /api/v1/jobs).
     {7, "CREATE INDEX steps_running ON steps(step) WHERE status = 'running';"},
+    // The near-duplicate check's finding, and the listing of a tenant's near-duplicates.
+    {8, R"sql(
+ALTER TABLE images ADD COLUMN duplicate_of TEXT COLLATE "C", ADD COLUMN duplicate_score DOUBLE PRECISION,
+  ADD COLUMN duplicate_model TEXT;
+CREATE INDEX images_duplicates ON images(tenant_id, created_at DESC, image_id DESC) WHERE duplicate_of IS NOT NULL;
+)sql"},
 };
 
 
@@ -233,7 +239,23 @@ constexpr const char* kImageColumns =
     "image_id, tenant_id, file_name, storage_path, file_size, content_type, sha256, width, height,"
     " format, color_profile, uploaded_by, processing_options, models, status, idempotency_key,"
     " thumbnail_path, error_code, error_message, correlation_id, created_at, updated_at,"
-    " searchable_after";
+    " searchable_after, duplicate_of, duplicate_score, duplicate_model";
+
+// A text[] literal of [first, last): every element double-quoted, with '"' and '\\' escaped.
+template <typename It>
+std::string text_array(It first, It last) {
+  std::string array = "{";
+  for (It it = first; it != last; ++it) {
+    array += it != first ? ",\"" : "\"";
+    for (char ch : *it) {
+      if (ch == '"' || ch == '\\') array += '\\';
+      array += ch;
+    }
+    array += '"';
+  }
+  array += "}";
+  return array;
+}
 
 ImageRecord read_image(const pqxx::row& r) {
   ImageRecord i;
@@ -260,6 +282,7 @@ ImageRecord read_image(const pqxx::row& r) {
   i.created_at = from_ms(int64(r[20]));
   i.updated_at = from_ms(int64(r[21]));
   if (!r[22].is_null()) i.searchable_after = from_ms(int64(r[22]));
+  if (!r[23].is_null()) i.duplicate_of = DuplicateOf{text(r[23]), r[24].as<double>(), text(r[25])};
   return i;
 }
 
@@ -578,6 +601,16 @@ class PgTx final : public MetadataTx {
       w_.exec_params(
           "UPDATE images SET status = $1, error_code = $2, error_message = $3, updated_at = $4 WHERE image_id = $5",
           image_status_name(status), opt(code), opt(message), to_ms(now_), image_id);
+      return {};
+    });
+  }
+
+  Status set_duplicate_of(const std::string& image_id, const DuplicateOf& d) override {
+    return guarded([&]() -> Status {
+      lock_image(image_id);
+      w_.exec_params("UPDATE images SET duplicate_of = $1, duplicate_score = $2, duplicate_model = $3, updated_at = $4"
+                     " WHERE image_id = $5",
+                     d.image_id, d.score, d.model, to_ms(now_), image_id);
       return {};
     });
   }
@@ -1015,6 +1048,29 @@ Result<ImageRecord> PostgresMetadataStore::get_image(const std::string& tenant_i
   return out;
 }
 
+Result<std::vector<ImageRecord>> PostgresMetadataStore::get_images(const std::string& tenant_id,
+                                                                   const std::vector<std::string>& image_ids) {
+  std::vector<ImageRecord> out;
+  constexpr size_t kChunk = 1000;
+  for (size_t from = 0; from < image_ids.size(); from += kChunk) {
+    const std::string array =
+        text_array(image_ids.begin() + static_cast<std::ptrdiff_t>(from),
+                   image_ids.begin() + static_cast<std::ptrdiff_t>(std::min(image_ids.size(), from + kChunk)));
+    std::vector<ImageRecord> found;
+    auto st = impl_->run([&](pqxx::work& w) -> Status {
+      found.clear();  // run() may retry
+      for (const auto& row : w.exec_params(std::string("SELECT ") + kImageColumns +
+                                               " FROM images WHERE image_id = ANY($1::text[]) AND tenant_id = $2",
+                                           array, tenant_id))
+        found.push_back(read_image(row));
+      return {};
+    });
+    if (!st) return std::move(st).error();
+    out.insert(out.end(), std::make_move_iterator(found.begin()), std::make_move_iterator(found.end()));
+  }
+  return out;
+}
+
 Result<std::vector<StepRecord>> PostgresMetadataStore::get_steps(const std::string& image_id) {
   std::vector<StepRecord> out;
   auto st = impl_->run([&](pqxx::work& w) -> Status {
@@ -1026,7 +1082,7 @@ Result<std::vector<StepRecord>> PostgresMetadataStore::get_steps(const std::stri
 }
 
 Result<ImagePage> PostgresMetadataStore::list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
-                                                     int limit, const std::string& cursor) {
+                                                     int limit, const std::string& cursor, bool duplicates_only) {
   std::optional<int64_t> cursor_ms;
   std::string cursor_id;
   if (!cursor.empty()) {
@@ -1047,6 +1103,7 @@ Result<ImagePage> PostgresMetadataStore::list_images(const std::string& tenant_i
     std::string sql = std::string("SELECT ") + kImageColumns + " FROM images WHERE tenant_id = $1";
     sql += cursor_ms ? " AND (created_at, image_id) < ($2::bigint, $3::text)" : " AND $2::bigint IS NULL AND $3::text IS NULL";
     sql += status ? " AND status = $5" : " AND $5::text IS NULL";
+    if (duplicates_only) sql += " AND duplicate_of IS NOT NULL";
     sql += " ORDER BY created_at DESC, image_id DESC LIMIT $4";
     const std::string ms = opt_int(cursor_ms);
     auto r = w.exec_params(sql, tenant_id, opt(ms), opt(cursor_id), static_cast<int64_t>(limit) + 1,
@@ -1069,17 +1126,9 @@ Result<std::vector<std::string>> PostgresMetadataStore::existing_images(const st
   std::vector<std::string> out;
   constexpr size_t kChunk = 1000;
   for (size_t from = 0; from < image_ids.size(); from += kChunk) {
-    // A text[] literal: every element double-quoted, with '"' and '\\' escaped.
-    std::string array = "{";
-    for (size_t i = from; i < std::min(image_ids.size(), from + kChunk); ++i) {
-      array += i > from ? ",\"" : "\"";
-      for (char ch : image_ids[i]) {
-        if (ch == '"' || ch == '\\') array += '\\';
-        array += ch;
-      }
-      array += '"';
-    }
-    array += "}";
+    const std::string array =
+        text_array(image_ids.begin() + static_cast<std::ptrdiff_t>(from),
+                   image_ids.begin() + static_cast<std::ptrdiff_t>(std::min(image_ids.size(), from + kChunk)));
     std::vector<std::string> found;
     auto st = impl_->run([&](pqxx::work& w) -> Status {
       found.clear();  // run() may retry

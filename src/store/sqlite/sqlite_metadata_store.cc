@@ -188,6 +188,13 @@ CREATE INDEX webhook_deliveries_listing ON webhook_deliveries(endpoint_id, creat
       {6, "CREATE INDEX images_waiting ON images(created_at) WHERE status IN ('uploaded', 'processing');"},
       // The steps running now, per step, for the jobs page (GET /api/v1/jobs).
       {7, "CREATE INDEX steps_running ON steps(step) WHERE status = 'running';"},
+      // The near-duplicate check's finding, and the listing of a tenant's near-duplicates.
+      {8, R"sql(
+ALTER TABLE images ADD COLUMN duplicate_of TEXT;
+ALTER TABLE images ADD COLUMN duplicate_score REAL;
+ALTER TABLE images ADD COLUMN duplicate_model TEXT;
+CREATE INDEX images_duplicates ON images(tenant_id, created_at DESC, image_id DESC) WHERE duplicate_of IS NOT NULL;
+)sql"},
   };
   return kMigrations;
 }
@@ -196,7 +203,7 @@ constexpr const char* kImageColumns =
     "image_id, tenant_id, file_name, storage_path, file_size, content_type, sha256, width, height,"
     " format, color_profile, uploaded_by, processing_options, models, status, idempotency_key,"
     " thumbnail_path, error_code, error_message, correlation_id, created_at, updated_at,"
-    " searchable_after";
+    " searchable_after, duplicate_of, duplicate_score, duplicate_model";
 
 ImageRecord read_image(const SqliteStatement& s) {
   ImageRecord r;
@@ -223,6 +230,7 @@ ImageRecord read_image(const SqliteStatement& s) {
   r.created_at = from_ms(s.int64(20));
   r.updated_at = from_ms(s.int64(21));
   if (!s.is_null(22)) r.searchable_after = from_ms(s.int64(22));
+  if (!s.is_null(23)) r.duplicate_of = DuplicateOf{s.text(23), s.real(24), s.text(25)};
   return r;
 }
 
@@ -358,6 +366,14 @@ class SqliteTx final : public MetadataTx {
     auto q = c_.prepare("UPDATE images SET thumbnail_path = ?, updated_at = ? WHERE image_id = ?");
     if (!q) return std::move(q).error();
     (*q)->bind(1, path).bind(2, to_ms(now_)).bind(3, image_id);
+    return (*q)->run();
+  }
+
+  Status set_duplicate_of(const std::string& image_id, const DuplicateOf& d) override {
+    auto q = c_.prepare("UPDATE images SET duplicate_of = ?, duplicate_score = ?, duplicate_model = ?, updated_at = ?"
+                        " WHERE image_id = ?");
+    if (!q) return std::move(q).error();
+    (*q)->bind(1, d.image_id).bind(2, d.score).bind(3, d.model).bind(4, to_ms(now_)).bind(5, image_id);
     return (*q)->run();
   }
 
@@ -673,6 +689,27 @@ Result<ImageRecord> SqliteMetadataStore::get_image(const std::string& tenant_id,
   return out;
 }
 
+Result<std::vector<ImageRecord>> SqliteMetadataStore::get_images(const std::string& tenant_id,
+                                                                 const std::vector<std::string>& image_ids) {
+  std::vector<ImageRecord> out;
+  auto st = db_.read([&](SqliteConnection& c) -> Status {
+    out.clear();
+    auto q = c.prepare(std::string("SELECT ") + kImageColumns + " FROM images WHERE image_id = ? AND tenant_id = ?");
+    if (!q) return std::move(q).error();
+    for (const auto& id : image_ids) {
+      (*q)->reset();
+      (*q)->bind(1, id).bind(2, tenant_id);
+      auto row = (*q)->step();
+      if (!row) return std::move(row).error();
+      if (*row) out.push_back(read_image(**q));
+    }
+    (*q)->reset();
+    return {};
+  });
+  if (!st) return std::move(st).error();
+  return out;
+}
+
 Result<std::vector<StepRecord>> SqliteMetadataStore::get_steps(const std::string& image_id) {
   std::vector<StepRecord> out;
   auto st = db_.read([&](SqliteConnection& c) -> Status {
@@ -688,7 +725,7 @@ Result<std::vector<StepRecord>> SqliteMetadataStore::get_steps(const std::string
 
 Result<ImagePage> SqliteMetadataStore::list_images(const std::string& tenant_id,
                                                    std::optional<ImageStatus> status, int limit,
-                                                   const std::string& cursor) {
+                                                   const std::string& cursor, bool duplicates_only) {
   int64_t cursor_ms = INT64_MAX;
   std::string cursor_id = "\x7f";
   if (!cursor.empty()) {
@@ -706,6 +743,7 @@ Result<ImagePage> SqliteMetadataStore::list_images(const std::string& tenant_id,
     std::string sql = std::string("SELECT ") + kImageColumns +
                       " FROM images WHERE tenant_id = ?1 AND (created_at < ?2 OR (created_at = ?2 AND image_id < ?3))";
     if (status) sql += " AND status = ?5";
+    if (duplicates_only) sql += " AND duplicate_of IS NOT NULL";
     sql += " ORDER BY created_at DESC, image_id DESC LIMIT ?4";
     auto q = c.prepare(sql);
     if (!q) return std::move(q).error();

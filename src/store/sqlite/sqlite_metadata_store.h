@@ -47,9 +47,11 @@ class SqliteMetadataStore final : public MetadataStore, public WebhookStore {
       const ImageRecord& image, bool skip_duplicate_check,
       const std::function<OutboxMessage(const ImageRecord&)>& make_event, const StorageQuota& quota) override;
   Result<ImageRecord> get_image(const std::string& tenant_id, const std::string& image_id) override;
+  Result<std::vector<ImageRecord>> get_images(const std::string& tenant_id,
+                                              const std::vector<std::string>& image_ids) override;
   Result<std::vector<StepRecord>> get_steps(const std::string& image_id) override;
   Result<ImagePage> list_images(const std::string& tenant_id, std::optional<ImageStatus> status,
-                                int limit, const std::string& cursor) override;
+                                int limit, const std::string& cursor, bool duplicates_only = false) override;
   Result<std::vector<std::string>> existing_images(const std::vector<std::string>& image_ids) override;
   Status delete_image(const std::string& tenant_id, const std::string& image_id,
                       const WebhookEvent* deleted = nullptr) override;

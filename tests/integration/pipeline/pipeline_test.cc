@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/sha256.h"
@@ -35,6 +37,7 @@ class EmbeddedPipeline : public ::testing::Test {
     o.pipeline.retry = RetryPolicy{3, 20, 1};  // fast backoff for tests: 20, 40 ms
     o.run.poll_timeout = 200ms;
     o.bus.retention = 0ms;  // trimmed once consumed (the retention window has its own test)
+    o.pipeline.duplicate_thresholds = {{"test", 0.98}};  // "second" has no near-duplicate check
     auto node = app::Node::open(o, [this](const std::string& name) -> Extractor* {
       if (name == "test") return &extractor_;
       if (name == "second") return &second_;
@@ -92,6 +95,97 @@ TEST_F(EmbeddedPipeline, TwoHundredImagesCompleteWithOneVectorAndOneCompletionEa
     EXPECT_EQ(s.attempts, 1) << s.step;
     EXPECT_TRUE(s.duration_ms.has_value()) << s.step;
   }
+}
+
+// Collects the completion events the notifier hands out.
+class CompletedEvents final : public ImageEventListener {
+ public:
+  void on_completed(const ProcessingCompletedEvent& e) override {
+    std::lock_guard lock(mu_);
+    events_[e.data.image_id] = e;
+  }
+  void on_failed(const ProcessingFailedEvent&, bool) override {}
+  std::optional<ProcessingCompletedEvent> get(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = events_.find(id);
+    if (it == events_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, ProcessingCompletedEvent> events_;
+};
+
+TEST_F(EmbeddedPipeline, ANearDuplicateNamesTheEarlierImageInItsStatusAndCompletionEvent) {
+  auto up = [&](const std::string& bytes, bool skip_check, std::vector<std::string> models = {"test"}) {
+    auto r = testing::upload_bytes(node_->context(), "acme-corp", bytes, std::move(models), skip_check);
+    EXPECT_TRUE(r.ok()) << r.error().to_string();
+    return r ? r->image.image_id : "";
+  };
+  // Indexed in one batch: the later upload is the copy, never the other way round.
+  const std::string original = up("holiday-photo", false);
+  const std::string copy = up("near-copy-of:holiday-photo", false);
+  const std::string other = up("another-photo", false);
+  const std::string skipped = up("near-copy-of:holiday-photo", true);  // the same file again, allowed
+  // Only models with a threshold check: "second" has none.
+  up("second-photo", false, {"second"});
+  const std::string unchecked = up("near-copy-of:second-photo", false, {"second"});
+  // Another tenant's copy is not a duplicate of this tenant's image.
+  auto foreign = testing::upload_bytes(node_->context(), "other-tenant", "near-copy-of:holiday-photo", {"test"}, false);
+  ASSERT_TRUE(foreign.ok()) << foreign.error().to_string();
+  CompletedEvents events;
+  ASSERT_TRUE(node_->start_pipeline().ok());
+  node_->pipeline()->notifier().add_listener(&events);
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 7; }, 30s)) << "completed: " << completed();
+  // Later uploads, checked against what is indexed.
+  const std::string later = up("holiday-photo-2", false);
+  const std::string later_copy = up("near-copy-of:another-photo", false);
+  ASSERT_TRUE(testing::wait_until([&] { return completed() == 9; }, 30s)) << "completed: " << completed();
+
+  auto duplicate_of = [&](const std::string& tenant, const std::string& id) {
+    auto view = load_status(node_->store(), tenant, id);
+    EXPECT_TRUE(view.ok()) << view.error().to_string();
+    return view.ok() ? view->image.duplicate_of : std::nullopt;
+  };
+  auto dup = duplicate_of("acme-corp", copy);
+  ASSERT_TRUE(dup.has_value());
+  EXPECT_EQ(dup->image_id, original);
+  EXPECT_EQ(dup->model, "test");
+  EXPECT_GT(dup->score, 0.98);
+  EXPECT_LE(dup->score, 1.0 + 1e-6);
+  EXPECT_FALSE(duplicate_of("acme-corp", original).has_value()) << "the original is not a copy of its later copy";
+  EXPECT_FALSE(duplicate_of("acme-corp", other).has_value());
+  EXPECT_FALSE(duplicate_of("acme-corp", skipped).has_value()) << "skipDuplicateCheck skips the check";
+  EXPECT_FALSE(duplicate_of("acme-corp", unchecked).has_value());
+  EXPECT_FALSE(duplicate_of("other-tenant", foreign->image.image_id).has_value());
+  EXPECT_FALSE(duplicate_of("acme-corp", later).has_value());
+  auto later_dup = duplicate_of("acme-corp", later_copy);
+  ASSERT_TRUE(later_dup.has_value());
+  EXPECT_EQ(later_dup->image_id, other);
+
+  // The completion event carries it, and the status JSON shows it.
+  auto event = events.get(later_copy);
+  ASSERT_TRUE(event.has_value());
+  ASSERT_TRUE(event->data.duplicate_of.has_value());
+  EXPECT_EQ(event->data.duplicate_of->image_id, other);
+  EXPECT_EQ(event->data.duplicate_of->model_name, "test");
+  EXPECT_NEAR(event->data.duplicate_of->score, later_dup->score, 1e-6);
+  auto plain = events.get(later);
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_FALSE(plain->data.duplicate_of.has_value());
+  auto view = load_status(node_->store(), "acme-corp", later_copy);
+  ASSERT_TRUE(view.ok());
+  const auto status = nlohmann::json::parse(status_json(*view));
+  EXPECT_EQ(status["duplicateOf"]["imageId"], other);
+  EXPECT_TRUE(nlohmann::json::parse(status_json(*load_status(node_->store(), "acme-corp", later)))["duplicateOf"].is_null());
+
+  // Listing the tenant's near-duplicates: exactly the two copies, newest first.
+  auto page = node_->store().list_images("acme-corp", std::nullopt, 50, "", true);
+  ASSERT_TRUE(page.ok());
+  std::vector<std::string> listed;
+  for (const auto& img : page->images) listed.push_back(img.image_id);
+  EXPECT_EQ(listed, (std::vector<std::string>{later_copy, copy}));
 }
 
 TEST_F(EmbeddedPipeline, AnImageIsCompletedOnlyWhenEveryRequestedModelIsIndexed) {

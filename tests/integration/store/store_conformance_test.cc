@@ -598,6 +598,62 @@ TEST_P(StoreConformanceTest, GetImageRoundTripsEveryField) {
   EXPECT_EQ(missing.error().code, ErrorCode::kNotFound);
 }
 
+TEST_P(StoreConformanceTest, GetImagesReadsTheTenantsRecordsAndLeavesOutTheRest) {
+  create(make_image("img_a", "acme-corp", "sha-a", kT0));
+  create(make_image("img_b", "acme-corp", "sha-b", kT0 + 1ms));
+  create(make_image("img_g", "globex", "sha-g", kT0 + 2ms));
+  ImageRecord quoted = make_image("img_\"q\\", "acme-corp", "sha-q", kT0 + 3ms);  // escaped in a text[] literal
+  create(quoted);
+  auto got = store().get_images("acme-corp", {"img_b", "img_nope", "img_g", "img_a", "img_\"q\\"});
+  ASSERT_OK(got);
+  std::vector<std::string> ids;
+  for (const auto& r : *got) ids.push_back(r.image_id);
+  std::sort(ids.begin(), ids.end());
+  EXPECT_EQ(ids, (std::vector<std::string>{"img_\"q\\", "img_a", "img_b"}));
+  for (const auto& r : *got) {
+    EXPECT_EQ(r.tenant_id, "acme-corp");
+    if (r.image_id == "img_b") {
+      EXPECT_EQ(r.sha256, "sha-b");
+    }
+  }
+  auto none = store().get_images("acme-corp", {});
+  ASSERT_OK(none);
+  EXPECT_TRUE(none->empty());
+}
+
+TEST_P(StoreConformanceTest, ANearDuplicateIsStoredWithTheImageAndListedOnItsOwn) {
+  create(make_image("img_a", "acme-corp", "sha-a", kT0));
+  create(make_image("img_b", "acme-corp", "sha-b", kT0 + 1ms));
+  create(make_image("img_c", "acme-corp", "sha-c", kT0 + 2ms));
+  create(make_image("img_g", "globex", "sha-g", kT0 + 3ms));
+  for (const char* id : {"img_b", "img_c", "img_g"})
+    ASSERT_OK(store().transact([&](MetadataTx& tx) { return tx.set_duplicate_of(id, DuplicateOf{"img_a", 0.9625, "mobilenet_v2"}); }));
+  auto b = store().get_image("acme-corp", "img_b");
+  ASSERT_OK(b);
+  ASSERT_TRUE(b->duplicate_of.has_value());
+  EXPECT_EQ(*b->duplicate_of, (DuplicateOf{"img_a", 0.9625, "mobilenet_v2"}));
+  auto a = store().get_image("acme-corp", "img_a");
+  ASSERT_OK(a);
+  EXPECT_FALSE(a->duplicate_of.has_value());
+  // Only the tenant's duplicates, newest first, paged like every listing.
+  auto page = store().list_images("acme-corp", std::nullopt, 1, "", true);
+  ASSERT_OK(page);
+  ASSERT_EQ(page->images.size(), 1u);
+  EXPECT_EQ(page->images[0].image_id, "img_c");
+  ASSERT_FALSE(page->next_cursor.empty());
+  auto rest = store().list_images("acme-corp", std::nullopt, 10, page->next_cursor, true);
+  ASSERT_OK(rest);
+  ASSERT_EQ(rest->images.size(), 1u);
+  EXPECT_EQ(rest->images[0].image_id, "img_b");
+  EXPECT_TRUE(rest->next_cursor.empty());
+  auto all = store().list_images("acme-corp", std::nullopt, 10, "");
+  ASSERT_OK(all);
+  EXPECT_EQ(all->images.size(), 3u);
+  auto by_status = store().list_images("acme-corp", ImageStatus::kCompleted, 10, "", true);
+  ASSERT_OK(by_status);
+  EXPECT_TRUE(by_status->images.empty());
+}
+
 TEST_P(StoreConformanceTest, RepeatedIdempotencyKeyReturnsTheFirstImage) {
   create(make_image("img_a", "acme-corp", "sha-a", kT0, "key-1"));
   auto replay = store().create_image(make_image("img_b", "acme-corp", "sha-b", kT0 + 1s, "key-1"), false, event_for);
@@ -1696,8 +1752,8 @@ TEST_F(PostgresStoreTest, MigrationsAreRecordedAndReopeningIsANoOp) {
   pqxx::connection c(harness_->url());
   pqxx::nontransaction n(c);
   auto r = n.exec("SELECT component, version FROM schema_migrations ORDER BY version");
-  ASSERT_EQ(r.size(), 7u);
-  for (int i = 0; i < 7; ++i) {
+  ASSERT_EQ(r.size(), 8u);
+  for (int i = 0; i < 8; ++i) {
     EXPECT_EQ(r[i][0].as<std::string>(), "metadata");
     EXPECT_EQ(r[i][1].as<int>(), i + 1);
   }
