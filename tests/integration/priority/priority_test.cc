@@ -172,10 +172,12 @@ TEST_P(PriorityEta, EstimatedTimeRemainingTracksTheRealRemainingTimeInABacklog) 
   for (const auto& [id, lane] : images) ids.push_back(id);
   ASSERT_TRUE(testing::wait_until([&] { return all_searchable(ids); }, 180s));
   // Each image more than 3 s from completion within a factor of 2, and the median of those more
-  // than 1 s from it within 1.5 (measured since the lanes take partition heads by age: all within
-  // 2 from 1 s on, the median 1.00-1.06; bench/README.md, "Priority lanes against FIFO"). Nearer
-  // the head it is batch granularity: a batch of 8 at the test model's 10 ms each is 80 ms.
-  const double factor = 2.0, median_factor = 1.5;
+  // than 1 s from it within 1.75 (measured since the lanes take partition heads by age: all within
+  // 2 from 1 s on, the median 1.00-1.06 on an idle machine, 1.53 with a compiler running beside
+  // it, whose share of the cores changes the rate the estimate extrapolates; bench/README.md,
+  // "Priority lanes against FIFO"). Nearer the head it is batch granularity: a batch of 8 at the
+  // test model's 10 ms each is 80 ms.
+  const double factor = 2.0, median_factor = 1.75;
   std::vector<double> ratios;
   for (const auto& s : samples) {
     const int64_t actual = searchable_at(s.id) - s.at_ms;
