@@ -155,6 +155,33 @@ class Server:
                               else [DEELENS_BIN, *args], capture_output=True, text=True, env=self.env, timeout=60)
 
 
+MODELS = os.environ.get("DEEPLENS_TEST_MODELS",
+                        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models"))
+MOBILENET = os.path.abspath(os.path.join(MODELS, "mobilenet_v2_1.0_224_quint8.pb"))
+
+
+def mobilenet_server():
+    """A started `deeplens serve` whose config has mobilenet_v2 from ../shared/models (the default
+    model). Fails, never skips, when the models are missing."""
+    if not os.path.exists(MOBILENET):
+        raise AssertionError(f"the models directory is missing: {MOBILENET} (set DEEPLENS_TEST_MODELS, "
+                             "or leave model tests out with -LE models)")
+    server = Server()
+    config = os.path.join(server.data_dir, "deeplens.toml")
+    with open(config, "w") as f:
+        f.write(f'''[[models]]
+name = "mobilenet_v2"
+file = "{MOBILENET}"
+output_layer = "embedding"
+dimension = 1280
+mean = 127.5
+scale = 0.00784313725490196
+''')
+    server.extra_args = ["--config", config]
+    server.start()
+    return server
+
+
 def real_photo(name):
     for folder in (SKIMAGE, OPENCV):
         path = os.path.join(folder, name)

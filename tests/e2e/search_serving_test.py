@@ -12,9 +12,6 @@ import unittest
 sys.path.insert(0, os.path.dirname(__file__))
 import deeplens_e2e as e2e  # noqa: E402
 
-MODELS = os.environ.get("DEEPLENS_TEST_MODELS",
-                        os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "models"))
-MOBILENET = os.path.abspath(os.path.join(MODELS, "mobilenet_v2_1.0_224_quint8.pb"))
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
 
 
@@ -28,22 +25,7 @@ def model_calls(metrics_text):
 class SearchServingTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not os.path.exists(MOBILENET):
-            raise AssertionError(f"the models directory is missing: {MOBILENET} (set DEEPLENS_TEST_MODELS, "
-                                 "or leave model tests out with -LE models)")
-        cls.server = e2e.Server()
-        config = os.path.join(cls.server.data_dir, "deeplens.toml")
-        with open(config, "w") as f:
-            f.write(f'''[[models]]
-name = "mobilenet_v2"
-file = "{MOBILENET}"
-output_layer = "embedding"
-dimension = 1280
-mean = 127.5
-scale = 0.00784313725490196
-''')
-        cls.server.extra_args = ["--config", config]
-        cls.server.start()
+        cls.server = e2e.mobilenet_server()
         cls.ids = {}
         for name in PHOTOS:
             r = cls.server.upload(e2e.real_photo(name), filename=name)
