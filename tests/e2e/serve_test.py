@@ -292,12 +292,20 @@ class ShutdownTest(unittest.TestCase):
             for i, t in enumerate(threads):
                 t.start()
                 if i == 20:
+                    # Mid-burst: once the server has accepted one (on a loaded machine none of the
+                    # first 21 may have reached it yet, and the test would prove nothing).
+                    deadline = time.time() + 30
+                    while time.time() < deadline:
+                        with lock:
+                            if accepted:
+                                break
+                        time.sleep(0.005)
                     server.proc.send_signal(signal.SIGTERM)
             for t in threads:
                 t.join(timeout=120)
             self.assertEqual(server.stop(), 0, "clean exit on SIGTERM")
             self.assertEqual(len(accepted) + len(failed), 60)
-            self.assertGreater(len(accepted), 0)
+            self.assertGreater(len(accepted), 0, failed[:5])
             server.start()
             for image_id in accepted:
                 self.assertEqual(server.wait_status(image_id, timeout=120)["status"], "completed", image_id)
